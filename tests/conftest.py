@@ -1,0 +1,32 @@
+"""Shared test fixtures: quiet TensorFlow, two logical CPUs, and the real clips in ../shared/data."""
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import pathlib
+
+import pytest
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: paper-sized model or long training; run with -m slow")
+    import tensorflow as tf
+
+    # Two logical CPU devices so MirroredStrategy tests have two replicas; must happen before
+    # any op runs, which is why it lives here and not in a test.
+    cpus = tf.config.list_physical_devices("CPU")
+    tf.config.set_logical_device_configuration(
+        cpus[0], [tf.config.LogicalDeviceConfiguration(), tf.config.LogicalDeviceConfiguration()]
+    )
+
+
+@pytest.fixture(scope="session")
+def shared_data():
+    """Path to ../shared/data (real UCF-101/HMDB-51 clips and split files), or skip."""
+    if not (SHARED_DATA / "splits").is_dir():
+        pytest.skip(f"real-clip fixtures not found at {SHARED_DATA} (the repo expects ../shared/data beside it)")
+    return SHARED_DATA

@@ -1,0 +1,1 @@
+"""Dataset preparation, TFRecord layout, view generation, augmentation and input pipelines."""

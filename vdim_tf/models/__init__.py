@@ -1,0 +1,1 @@
+"""Encoder, contrastive heads, InfoNCE loss and the VDIM model."""
