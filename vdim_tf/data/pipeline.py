@@ -1,0 +1,325 @@
+"""tf.data input pipelines: read -> parse -> sample -> decode -> augment/preprocess -> batch.
+
+Each phase is a small function on a dict of tensors (DMVR's layout), so a phase can be tested or
+replaced alone. Sampling picks frame indices before anything is decoded; `select_frames` keeps
+each needed frame's JPEG string once, and `decode` decodes only those.
+
+Datasets (S = output size, T = final_length, K = number of views, B = batch size):
+
+| function               | yields                                                            |
+|------------------------|-------------------------------------------------------------------|
+| `pretrain_dataset`     | `view1`, `view2` float32 (B, T, S, S, 3); `label` int64 (B,)      |
+| `finetune_dataset`     | `views` float32 (B, K, T, S, S, 3); `label` int64 (B,)            |
+| `test_windows_dataset` | `views` float32 (B, K, T, S, S, 3); `label`, `video_id` int64 (B,) |
+
+Frames are `augment.normalize`d: RGB in [-1, 1], or Lab roughly in [-1, 1] per channel.
+"""
+
+from __future__ import annotations
+
+import tensorflow as tf
+
+from vdim_tf.data import augment as augment_lib
+from vdim_tf.data import records
+from vdim_tf.data import views as views_lib
+
+AUTOTUNE = tf.data.AUTOTUNE
+# Serialized records held for shuffling; a 100-frame 320x240 clip is ~1 MB of JPEG.
+DEFAULT_SHUFFLE_BUFFER = 256
+# Files read at once by `interleave`.
+DEFAULT_CYCLE_LENGTH = 8
+
+
+# --- reading ---------------------------------------------------------------------------------
+
+
+def list_files(file_pattern):
+    """Files matching a glob (or a list of globs), sorted.
+
+    Raises:
+      FileNotFoundError: naming the pattern, when nothing matches.
+    """
+    patterns = [file_pattern] if isinstance(file_pattern, (str, bytes)) else list(file_pattern)
+    files = sorted({f for p in patterns for f in tf.io.gfile.glob(p)})
+    if not files:
+        raise FileNotFoundError(f"no TFRecord files match file_pattern={file_pattern!r}")
+    return files
+
+
+def read_records(files, *, shuffle, repeat, seed=None, cycle_length=DEFAULT_CYCLE_LENGTH):
+    """Serialized records, interleaved across files; file order shuffled when `shuffle`."""
+    dataset = tf.data.Dataset.from_tensor_slices(files)
+    if shuffle:
+        dataset = dataset.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
+    if repeat:
+        dataset = dataset.repeat()
+    return dataset.interleave(
+        tf.data.TFRecordDataset,
+        cycle_length=min(cycle_length, len(files)),
+        num_parallel_calls=AUTOTUNE,
+        deterministic=not shuffle or seed is not None,
+    )
+
+
+def _seeds(seed):
+    """An endless dataset of `(2,)` int64 stateless seeds, one per example."""
+    return tf.data.Dataset.random(seed=seed).batch(2, drop_remainder=True)
+
+
+# --- phases ----------------------------------------------------------------------------------
+
+
+def parse(serialized):
+    """Phase 1: a serialized `SequenceExample` -> dict (see `records.parse_sequence_example`)."""
+    return records.parse_sequence_example(serialized)
+
+
+def select_frames(example, indices):
+    """Keeps the JPEG strings of the frames at `indices` `(V, T)`, each distinct frame once.
+
+    Returns:
+      dict with `frames` string `(N,)`, N <= V * T, the distinct sampled frames; `positions`
+      int32 `(V, T)`, where each view frame is in `frames`; and `label`.
+    """
+    static_shape = indices.shape
+    unique, positions = tf.unique(tf.reshape(indices, [-1]))
+    return {
+        "frames": views_lib.gather_frames(example["frames"], unique),
+        "positions": tf.reshape(positions, static_shape),
+        "label": example["label"],
+    }
+
+
+def sample_random_window(example, views, seed):
+    """Phase 2 (training): uniform window start (SPEC §4.1), frames of every view selected."""
+    indices = views_lib.sample_view_indices(example["num_frames"], views, seed)
+    return select_frames(example, indices)
+
+
+def sample_window_at(example, views, start=0):
+    """Phase 2 (evaluation): the window starting at frame `start`."""
+    indices = views_lib.view_indices(start, example["num_frames"], views)
+    return select_frames(example, indices)
+
+
+def decode(example):
+    """Phase 3: decodes only the selected JPEG frames -> `views` uint8 `(V, T, H, W, 3)`."""
+    decoded = tf.map_fn(
+        lambda jpeg: tf.io.decode_jpeg(jpeg, channels=3),
+        example["frames"],
+        fn_output_signature=tf.TensorSpec([None, None, 3], tf.uint8),
+    )
+    out = {k: v for k, v in example.items() if k not in ("frames", "positions")}
+    out["views"] = tf.gather(decoded, example["positions"])
+    return out
+
+
+def augment_train(example, config, seed):
+    """Phase 4 (training): clip-consistent augmentation, one shared flip (SPEC §4.4)."""
+    return {**example, "views": augment_lib.augment_views(example["views"], config, seed)}
+
+
+def preprocess_eval(example, size, color_space="rgb"):
+    """Phase 4 (evaluation): deterministic centre crop and normalisation of every view."""
+    return {**example, "views": augment_lib.eval_view(example["views"], size, color_space)}
+
+
+# --- datasets --------------------------------------------------------------------------------
+
+
+def _finish(dataset, batch_size, drop_remainder, deterministic):
+    dataset = dataset.batch(batch_size, drop_remainder=drop_remainder, num_parallel_calls=AUTOTUNE)
+    options = tf.data.Options()
+    options.deterministic = deterministic
+    return dataset.with_options(options).prefetch(AUTOTUNE)
+
+
+def _check_batch_size(batch_size):
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
+
+
+def pretrain_dataset(
+    file_pattern,
+    views: views_lib.ViewConfig,
+    augment: augment_lib.AugmentConfig,
+    batch_size: int,
+    *,
+    shuffle=True,
+    repeat=True,
+    seed=None,
+    num_parallel_calls=AUTOTUNE,
+    shuffle_buffer_size=DEFAULT_SHUFFLE_BUFFER,
+):
+    """Pretraining batches: V augmented views of a random window of each video (SPEC §4).
+
+    Args:
+      file_pattern: glob (or list of globs) of TFRecord files of `SequenceExample`s.
+      views: `ViewConfig`; its views become `view1`, `view2`, ... (two for VDIM).
+      augment: `AugmentConfig`.
+      batch_size: clips per batch (the remainder is dropped, so shapes are static).
+      shuffle: shuffle files and records.
+      repeat: repeat forever.
+      seed: int, makes windows, augmentation and order reproducible; None draws fresh ones.
+      num_parallel_calls: parallelism of the per-clip map.
+      shuffle_buffer_size: records in the shuffle buffer.
+
+    Returns:
+      `tf.data.Dataset` of dicts: `view1`, `view2`, ... float32 `(B, T, S, S, 3)`, normalised
+      (see `augment.normalize`), and `label` int64 `(B,)` (-1 for unlabelled video).
+
+    Raises:
+      FileNotFoundError: when `file_pattern` matches no file.
+    """
+    _check_batch_size(batch_size)
+    files = list_files(file_pattern)
+    dataset = read_records(files, shuffle=shuffle, repeat=repeat, seed=seed)
+    if shuffle:
+        dataset = dataset.shuffle(shuffle_buffer_size, seed=seed)
+    shape = (views.final_length, augment.output_size, augment.output_size, 3)
+
+    def make_views(serialized, seed):
+        sample_seed, augment_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
+        example = sample_random_window(parse(serialized), views, sample_seed)
+        example = augment_train(decode(example), augment, augment_seed)
+        out = {f"view{v + 1}": tf.ensure_shape(example["views"][v], shape) for v in range(views.num_views)}
+        out["label"] = example["label"]
+        return out
+
+    dataset = tf.data.Dataset.zip(dataset, _seeds(seed)).map(make_views, num_parallel_calls=num_parallel_calls)
+    return _finish(dataset, batch_size, drop_remainder=True, deterministic=not shuffle or seed is not None)
+
+
+def finetune_dataset(
+    file_pattern,
+    views: views_lib.ViewConfig,
+    augment: augment_lib.AugmentConfig,
+    batch_size: int,
+    num_views_k: int | None = None,
+    *,
+    training=True,
+    shuffle=None,
+    repeat=None,
+    drop_remainder=None,
+    seed=None,
+    num_parallel_calls=AUTOTUNE,
+    shuffle_buffer_size=DEFAULT_SHUFFLE_BUFFER,
+):
+    """Fine-tuning batches: K views of one window per video (SPEC §6).
+
+    With `training=True`, a random window start and clip-consistent augmentation of each view
+    (independent parameters, one shared flip); with `training=False`, the window at frame 0,
+    centre-cropped (`augment.center_crop_resize`) to `augment.output_size` and normalised in
+    `augment.color_space`.
+
+    Args:
+      file_pattern: glob (or list of globs) of TFRecord files.
+      views: `ViewConfig` of the K views, normally `ViewConfig.clip_views(final_length, factor, K)`.
+      augment: `AugmentConfig` (`output_size` and `color_mode` are used in evaluation too).
+      batch_size: clips per batch.
+      num_views_k: K, checked against `views.num_views` when given.
+      training: random window + augmentation, or start 0 + centre crop.
+      shuffle, repeat, drop_remainder: default to `training`.
+      seed, num_parallel_calls, shuffle_buffer_size: as in `pretrain_dataset`.
+
+    Returns:
+      `tf.data.Dataset` of dicts: `views` float32 `(B, K, T, S, S, 3)`, normalised; `label` int64
+      `(B,)`. B is static when `drop_remainder`.
+
+    Raises:
+      ValueError: when `num_views_k` differs from `views.num_views`.
+      FileNotFoundError: when `file_pattern` matches no file.
+    """
+    if num_views_k is not None and num_views_k != views.num_views:
+        raise ValueError(
+            f"num_views_k={num_views_k} but the ViewConfig has {views.num_views} views; build it "
+            f"with ViewConfig.clip_views(final_length, factor, num_views={num_views_k})"
+        )
+    _check_batch_size(batch_size)
+    shuffle = training if shuffle is None else shuffle
+    repeat = training if repeat is None else repeat
+    drop_remainder = training if drop_remainder is None else drop_remainder
+    files = list_files(file_pattern)
+    dataset = read_records(files, shuffle=shuffle, repeat=repeat, seed=seed)
+    if shuffle:
+        dataset = dataset.shuffle(shuffle_buffer_size, seed=seed)
+    shape = (views.num_views, views.final_length, augment.output_size, augment.output_size, 3)
+
+    def make_views(serialized, seed):
+        example = parse(serialized)
+        if training:
+            sample_seed, augment_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
+            example = augment_train(decode(sample_random_window(example, views, sample_seed)), augment, augment_seed)
+        else:
+            example = preprocess_eval(decode(sample_window_at(example, views, 0)), augment.output_size, augment.color_space)
+        return {"views": tf.ensure_shape(example["views"], shape), "label": example["label"]}
+
+    dataset = tf.data.Dataset.zip(dataset, _seeds(seed)).map(make_views, num_parallel_calls=num_parallel_calls)
+    return _finish(dataset, batch_size, drop_remainder, deterministic=not shuffle or seed is not None)
+
+
+def test_windows_dataset(
+    file_pattern,
+    final_length: int,
+    factor: int,
+    size: int,
+    batch_size: int,
+    num_views_k: int = 1,
+    window_stride: int | None = None,
+    *,
+    color_space="rgb",
+    num_parallel_calls=AUTOTUNE,
+):
+    """Every window of every video, for test-time averaging of predictions (SPEC §6).
+
+    A window is K consecutive views of `final_length * factor` frames each (offsets 0,
+    `final_length * factor`, ...); windows start every `window_stride` frames (default: the window
+    length, so they do not overlap), plus one aligned to the end of the video when frames are
+    left over (see `views.window_starts`). Each window is one element, centre-cropped and
+    normalised; no shuffle, no repeat, the last batch may be smaller.
+
+    Args:
+      file_pattern: glob (or list of globs) of TFRecord files.
+      final_length: frames per view after downsampling (T).
+      factor: temporal downsampling factor of every view.
+      size: output side S.
+      batch_size: windows per batch.
+      num_views_k: K.
+      window_stride: frames between window starts; None = window length.
+      color_space: 'rgb' or 'lab' (`AugmentConfig.color_space` of the fine-tuned model).
+      num_parallel_calls: parallelism of the decode map.
+
+    Returns:
+      `tf.data.Dataset` of dicts: `views` float32 `(B, K, T, S, S, 3)`; `label` int64 `(B,)`;
+      `video_id` int64 `(B,)`, the video's position in reading order (files sorted by name,
+      records in file order), equal for all windows of a video.
+
+    Raises:
+      FileNotFoundError: when `file_pattern` matches no file.
+    """
+    _check_batch_size(batch_size)
+    views = views_lib.ViewConfig.clip_views(final_length, factor, num_views_k)
+    window_length = views.window_length
+    stride = window_length if window_stride is None else window_stride
+    if stride < 1:
+        raise ValueError(f"window_stride must be >= 1, got {window_stride}")
+    files = list_files(file_pattern)
+    dataset = read_records(files, shuffle=False, repeat=False).map(parse).enumerate()
+
+    def windows(video_id, example):
+        starts = views_lib.window_starts(example["num_frames"], window_length, stride)
+
+        def window(start):
+            out = sample_window_at(example, views, start)
+            out["video_id"] = video_id
+            return out
+
+        return tf.data.Dataset.from_tensor_slices(starts).map(window)
+
+    def preprocess(example):
+        example = preprocess_eval(decode(example), size, color_space)
+        shape = (views.num_views, final_length, size, size, 3)
+        return {"views": tf.ensure_shape(example["views"], shape), "label": example["label"], "video_id": example["video_id"]}
+
+    dataset = dataset.flat_map(windows).map(preprocess, num_parallel_calls=num_parallel_calls)
+    return _finish(dataset, batch_size, drop_remainder=False, deterministic=True)
