@@ -161,8 +161,12 @@ class VDIM(keras.Model):
             )
         return results
 
-    def train_step(self, data):
-        view1, view2 = data["view1"], data["view2"]
+    def apply_gradients_step(self, view1, view2):
+        """One optimisation step on a (per-replica) batch; returns `(loss, per_pair_results)`.
+
+        Shared by `train_step` (Keras `fit`) and the custom loop of `vdim_tf.trainer`, which calls
+        it inside `strategy.run`.
+        """
         with tf.GradientTape() as tape:
             results = self.compute_losses(view1, view2, training=True)
             loss = tf.add_n([l for l, _ in results.values()])
@@ -171,10 +175,14 @@ class VDIM(keras.Model):
             ctx = tf.distribute.get_replica_context()
             replicas = ctx.num_replicas_in_sync if ctx is not None else 1
             scaled = loss / replicas
-            if self.optimizer is not None and hasattr(self.optimizer, "scale_loss"):
+            if hasattr(self.optimizer, "scale_loss"):
                 scaled = self.optimizer.scale_loss(scaled)
         grads = tape.gradient(scaled, self.trainable_variables)
         self.optimizer.apply(grads, self.trainable_variables)
+        return loss, results
+
+    def train_step(self, data):
+        loss, results = self.apply_gradients_step(data["view1"], data["view2"])
         return self._update_metrics(loss, results)
 
     def test_step(self, data):
