@@ -1,0 +1,82 @@
+"""Pretrain VDIM.
+
+    python -m vdim_tf.launch.pretrain --flagfile=configs/demo_pretrain.cfg [--flag=value ...]
+
+Writes checkpoints to `--model_dir/checkpoints`, TensorBoard logs to `--model_dir/train` and the
+resolved config to `--model_dir/config.json`. Rerunning with the same `--model_dir` resumes from
+the last checkpoint; a larger `--train_steps` continues the run.
+
+Exit status: 0 done; 1 bad configuration or a non-finite loss; 143 stopped by SIGTERM after
+saving a checkpoint (rerun to resume).
+"""
+
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from absl import app, logging
+
+from vdim_tf.launch import flags as vflags
+
+vflags.define_run_flags()
+vflags.define_data_flags()
+vflags.define_model_flags()
+vflags.define_view_flags()
+vflags.define_augment_flags()
+vflags.define_optim_flags()
+
+FLAGS = vflags.FLAGS
+
+
+def config_from_flags():
+    from vdim_tf import trainer
+
+    vflags.require("model_dir", "train_steps")
+    return trainer.PretrainConfig(
+        train_data=FLAGS.train_data,
+        model_dir=FLAGS.model_dir,
+        train_steps=FLAGS.train_steps,
+        batch_size=FLAGS.batch_size,
+        model=vflags.model_config(),
+        views=vflags.view_config(),
+        augment=vflags.augment_config(),
+        optim=vflags.optim_config(),
+        strategy=FLAGS.strategy,
+        precision=FLAGS.precision,
+        jit_compile=FLAGS.jit_compile,
+        checkpoint_every=FLAGS.checkpoint_every,
+        keep_checkpoints=FLAGS.keep_checkpoints,
+        log_every=FLAGS.log_every,
+        seed=None if FLAGS.seed < 0 else FLAGS.seed,
+    )
+
+
+def main(argv):
+    if len(argv) > 1:
+        sys.exit(f"pretrain: error: unexpected arguments {argv[1:]} (flags are --name=value)")
+    logging.set_verbosity(logging.WARNING)
+    from vdim_tf import trainer
+
+    try:
+        config = config_from_flags()
+        config.validate()
+        # Build the model once on paper to catch bad layer choices before any data work.
+        from vdim_tf.models.vdim import VDIM
+        import dataclasses
+
+        VDIM(**dataclasses.asdict(config.model))
+        config = dataclasses.replace(config, train_data=vflags.resolve_train_data(config.train_data, FLAGS.synthetic_dir))
+        result = trainer.pretrain(config)
+    except (ValueError, FileNotFoundError) as e:
+        sys.exit(f"pretrain: error: {e}")
+    except trainer.TrainingError as e:
+        sys.exit(f"pretrain: {e}")
+    if result["stopped"]:
+        sys.exit(143)
+    print(f"done: step {result['step']}; checkpoints in {os.path.join(config.model_dir, 'checkpoints')}; "
+          f"watch with: tensorboard --logdir {config.model_dir}")
+
+
+if __name__ == "__main__":
+    app.run(main)
