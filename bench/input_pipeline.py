@@ -90,8 +90,8 @@ def main():
     args = parser.parse_args()
 
     settings = {
-        "paper (2 views x 32 frames, 128x128)": (ViewConfig.two_views(32, offset2=0, factor2=2), AugmentConfig(output_size=128)),
-        "CPU preset (2 views x 16 frames, 64x64)": (ViewConfig.two_views(16, offset2=0, factor2=2), AugmentConfig(output_size=64)),
+        "paper (2 views x 32 frames, 128x128)": (ViewConfig.two_views(32), AugmentConfig(output_size=128)),
+        "CPU preset (2 views x 16 frames, 64x64)": (ViewConfig.two_views(16), AugmentConfig(output_size=64)),
     }
     with tempfile.TemporaryDirectory() as folder:
         pattern, jpeg_frames = write_records(folder, args.videos)

@@ -9,6 +9,7 @@ from vdim_tf.data.augment import (
     apply_view_params,
     augment_views,
     center_crop_resize,
+    color_jitter,
     draw_view_params,
     normalize,
 )
@@ -153,3 +154,20 @@ def test_rotation_turns_every_frame_counter_clockwise_by_the_drawn_angle():
     out = apply_view_params(tf.constant(frames), params, config).numpy()
     expected = normalize(np.rot90(frames, k=1, axes=(1, 2)) / 255.0).numpy()
     np.testing.assert_allclose(out, expected, atol=1e-4)
+
+
+def _hue_only(shift):
+    return {
+        "brightness": 1.0, "contrast": 1.0, "saturation": 1.0, "hue": tf.constant(shift),
+        "jitter_order": tf.constant([3, 0, 1, 2]),
+    }
+
+
+def test_hue_shift_turns_colours_but_keeps_grays_and_luma():
+    colours = tf.constant([[[[0.6, 0.4, 0.3], [0.3, 0.5, 0.4], [0.5, 0.5, 0.5]]]])  # (1, 1, 3, 3)
+    shifted = color_jitter(colours, _hue_only(0.1)).numpy()
+    luma = np.array([0.299, 0.587, 0.114])
+    np.testing.assert_allclose(shifted @ luma, colours.numpy() @ luma, atol=1e-3)
+    np.testing.assert_allclose(shifted[0, 0, 2], [0.5, 0.5, 0.5], atol=1e-4)
+    assert np.abs(shifted[0, 0, :2] - colours.numpy()[0, 0, :2]).max() > 0.05
+    np.testing.assert_allclose(color_jitter(colours, _hue_only(0.0)), colours, atol=1e-5)

@@ -75,7 +75,8 @@ def test_short_video_repeats_last_frame(record_pattern):
     dataset = pipeline.finetune_dataset(record_pattern, views, IDENTITY, batch_size=4, training=False)
     batch = next(iter(dataset))
     short = list(batch["label"].numpy()).index(0)  # the 10-frame video
-    np.testing.assert_array_equal(_frame_indices(batch["views"][short]), [[0, 1, 2, 3, 4, 5, 6, 7], [8, 9, 9, 9, 9, 9, 9, 9]])
+    expected = [[0, 1, 2, 3, 4, 5, 6, 7], [8, 9, 9, 9, 9, 9, 9, 9]]
+    np.testing.assert_array_equal(_frame_indices(batch["views"][short]), expected)
 
 
 def test_sampling_keeps_only_the_sampled_frames_for_decoding(record_pattern):
@@ -92,15 +93,16 @@ def test_sampling_keeps_only_the_sampled_frames_for_decoding(record_pattern):
 
 def test_pretrain_views_are_augmented_independently(record_pattern):
     views = ViewConfig.two_views(final_length=4, offset2=0, factor2=1)  # both views: the same frames
-    dataset = pipeline.pretrain_dataset(record_pattern, views, AugmentConfig(output_size=16), batch_size=4, seed=3)
+    dataset = pipeline.pretrain_dataset(record_pattern, views, AugmentConfig(output_size=16), 4, seed=3)
     batch = next(iter(dataset))
     assert np.abs(batch["view1"].numpy() - batch["view2"].numpy()).mean() > 0.01
 
 
 def test_same_seed_reproduces_pretrain_batches(record_pattern):
-    views = ViewConfig.two_views(final_length=4)
-    make = lambda: pipeline.pretrain_dataset(record_pattern, views, AugmentConfig(output_size=16), batch_size=2, seed=11)
-    first, second = next(iter(make())), next(iter(make()))
+    views, augment = ViewConfig.two_views(final_length=4), AugmentConfig(output_size=16)
+    first, second = (
+        next(iter(pipeline.pretrain_dataset(record_pattern, views, augment, batch_size=2, seed=11))) for _ in range(2)
+    )
     for key in first:
         np.testing.assert_array_equal(first[key], second[key])
 
@@ -140,7 +142,8 @@ def test_test_windows_cover_every_video_and_carry_its_id(record_pattern):
     assert dataset.element_spec["views"].shape.as_list() == [None, k, final_length, 16, 16, 3]
     covered, label_of = {}, {}
     for batch in dataset:
-        for video_id, label, frames in zip(batch["video_id"].numpy(), batch["label"].numpy(), _frame_indices(batch["views"])):
+        rows = zip(batch["video_id"].numpy(), batch["label"].numpy(), _frame_indices(batch["views"]))
+        for video_id, label, frames in rows:
             assert label_of.setdefault(video_id, label) == label
             start = frames[0, 0]
             # every window: K views of the window, each `factor`-downsampled

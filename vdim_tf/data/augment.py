@@ -362,7 +362,8 @@ def apply_view_params(frames, params, config):
     """Applies one view's drawn parameters to all its frames.
 
     Order: random resized crop, flip, rotation, then colour (jitter and grayscale, or Lab
-    dropout), then `normalize` (AMDIM's order, rotation added after the flip).
+    dropout), then `normalize`: AMDIM's order, with rotation added after the flip. Flipping after
+    the crop is the same as flipping the video first, since crop positions are symmetric.
 
     Args:
       frames: uint8 [0, 255] or float [0, 1], `(T, H, W, 3)`.

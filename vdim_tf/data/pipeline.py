@@ -24,8 +24,8 @@ from vdim_tf.data import records
 from vdim_tf.data import views as views_lib
 
 AUTOTUNE = tf.data.AUTOTUNE
-# Serialized records held for shuffling; a 100-frame 320x240 clip is ~1 MB of JPEG.
-DEFAULT_SHUFFLE_BUFFER = 256
+# Serialized records held for shuffling: a UCF-101 video (~190 frames of 320x240) is ~2 MB of JPEG.
+DEFAULT_SHUFFLE_BUFFER = 128
 # Files read at once by `interleave`.
 DEFAULT_CYCLE_LENGTH = 8
 
@@ -210,7 +210,7 @@ def finetune_dataset(
     With `training=True`, a random window start and clip-consistent augmentation of each view
     (independent parameters, one shared flip); with `training=False`, the window at frame 0,
     centre-cropped (`augment.center_crop_resize`) to `augment.output_size` and normalised in
-    `augment.color_space`.
+    `augment.color_space` (in Lab mode no channel is dropped at evaluation).
 
     Args:
       file_pattern: glob (or list of globs) of TFRecord files.
@@ -249,9 +249,11 @@ def finetune_dataset(
         example = parse(serialized)
         if training:
             sample_seed, augment_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
-            example = augment_train(decode(sample_random_window(example, views, sample_seed)), augment, augment_seed)
+            example = decode(sample_random_window(example, views, sample_seed))
+            example = augment_train(example, augment, augment_seed)
         else:
-            example = preprocess_eval(decode(sample_window_at(example, views, 0)), augment.output_size, augment.color_space)
+            example = decode(sample_window_at(example, views, 0))
+            example = preprocess_eval(example, augment.output_size, augment.color_space)
         return {"views": tf.ensure_shape(example["views"], shape), "label": example["label"]}
 
     dataset = tf.data.Dataset.zip(dataset, _seeds(seed)).map(make_views, num_parallel_calls=num_parallel_calls)
@@ -319,7 +321,11 @@ def test_windows_dataset(
     def preprocess(example):
         example = preprocess_eval(decode(example), size, color_space)
         shape = (views.num_views, final_length, size, size, 3)
-        return {"views": tf.ensure_shape(example["views"], shape), "label": example["label"], "video_id": example["video_id"]}
+        return {
+            "views": tf.ensure_shape(example["views"], shape),
+            "label": example["label"],
+            "video_id": example["video_id"],
+        }
 
     dataset = dataset.flat_map(windows).map(preprocess, num_parallel_calls=num_parallel_calls)
     return _finish(dataset, batch_size, drop_remainder=False, deterministic=True)
