@@ -182,6 +182,7 @@ def window_starts(num_frames, window_length, stride=None):
       num_frames: int32 scalar.
       window_length: int, frames per window.
       stride: int, frames between window starts; `None` means `window_length` (non-overlapping).
+        A stride above `window_length` skips frames between windows.
 
     Returns:
       int32 `(N,)`, N >= 1, increasing.
