@@ -54,13 +54,17 @@ def write_records(folder, num_videos, num_files=4):
 
 
 def _rate(iterator, items_per_element, seconds):
-    """Items/s over `seconds`, after one warm-up element."""
+    """(items/s, CPU ms per item) over `seconds`, after one warm-up element.
+
+    CPU time (all threads of this process) per item is what other load on the machine disturbs
+    least; items/s is what training sees.
+    """
     next(iterator)
-    count, start = 0, time.perf_counter()
+    count, start, cpu_start = 0, time.perf_counter(), time.process_time()
     while time.perf_counter() - start < seconds:
         next(iterator)
         count += items_per_element
-    return count / (time.perf_counter() - start)
+    return count / (time.perf_counter() - start), 1000 * (time.process_time() - cpu_start) / count
 
 
 def decode_frames_per_second(jpeg_frames, seconds):
@@ -100,15 +104,15 @@ def main():
         print(f"cores: {os.cpu_count()}  load average before measuring: {load}  tensorflow {tf.__version__}")
         print(f"records: {args.videos} videos x {FRAMES_PER_VIDEO} frames of {FRAME_WIDTH}x{FRAME_HEIGHT}, "
               f"{mean_kb:.1f} KiB per JPEG frame; batch {args.batch_size}; {args.seconds:.0f} s per measurement")
-        decode_fps = decode_frames_per_second(jpeg_frames, args.seconds)
-        print(f"JPEG decode ceiling: {decode_fps:,.0f} frames/s")
+        decode_fps, decode_cpu_ms = decode_frames_per_second(jpeg_frames, args.seconds)
+        print(f"JPEG decode ceiling: {decode_fps:,.0f} frames/s ({decode_cpu_ms:.2f} CPU ms per frame)")
         for name, (views, augment) in settings.items():
             dataset = pipeline.pretrain_dataset(pattern, views, augment, args.batch_size, seed=0)
-            clips = _rate(iter(dataset), args.batch_size, args.seconds)
+            clips, cpu_ms = _rate(iter(dataset), args.batch_size, args.seconds)
             per_clip = distinct_frames_per_clip(views)
             ceiling = decode_fps / per_clip
-            print(f"{name}: {clips:6.1f} clips/s  (decode ceiling {ceiling:6.1f} clips/s at {per_clip} decoded "
-                  f"frames per clip; {100 * clips / ceiling:.0f}% of it)")
+            print(f"{name}: {clips:6.1f} clips/s, {cpu_ms:5.1f} CPU ms per clip  (decode ceiling {ceiling:6.1f} "
+                  f"clips/s at {per_clip} decoded frames per clip: pipeline at {100 * clips / ceiling:.0f}% of it)")
 
 
 if __name__ == "__main__":
