@@ -37,15 +37,22 @@ def define_run_flags():
                          "and on SIGTERM).")
     flags.DEFINE_integer("keep_checkpoints", 3, "Checkpoints kept (the newest K).")
     flags.DEFINE_integer("log_every", 50, "Steps between console/TensorBoard logs of averaged metrics.")
-    flags.DEFINE_integer("seed", 0, "Seed of data sampling and augmentation; -1 draws a fresh one.")
+    flags.DEFINE_integer("seed", 0, "Seed of the initial weights, data sampling and augmentation; -1 draws a fresh "
+                         "one.")
 
 
-def define_data_flags():
+def define_data_flags(test_data=False):
+    if test_data:
+        flags.DEFINE_string("test_data", None, "Glob of the held-out split's TFRecords, recorded for "
+                            "`evaluate`. Default with --train_data=synthetic: the synthetic test split.")
     flags.DEFINE_string("train_data", "synthetic", "Glob of TFRecord shards (SequenceExample layout, see "
                         "vdim_tf/data/records.py), or 'synthetic' for the built-in motion dataset, "
                         "generated on first use under --synthetic_dir.")
     flags.DEFINE_string("synthetic_dir", DEFAULT_SYNTHETIC_DIR, "Where the built-in synthetic dataset is "
                         "generated and looked for.")
+    flags.DEFINE_string("data_service_address", None, "Run the input pipeline on a tf.data service cluster: "
+                        "the dispatcher's address, e.g. grpc://dispatcher-host:5000 (workers started with "
+                        "tf.data.experimental.service.WorkerServer). Default: the pipeline runs in the trainer.")
 
 
 def define_model_flags():
@@ -77,8 +84,8 @@ def define_view_flags():
     flags.DEFINE_integer("view2_factor", 2, "Temporal downsampling of view 2 (paper §4: 1-4, best 2).")
 
 
-def define_augment_flags():
-    d = augment_lib.AugmentConfig()
+def define_augment_flags(color_mode="jitter"):
+    d = augment_lib.AugmentConfig(color_mode=color_mode)
     flags.DEFINE_integer("image_size", None, "Side of the square crops fed to the encoder (paper §4: 128). "
                          "Default: the encoder preset's size (128 paper, 64 cpu).")
     flags.DEFINE_enum("color_mode", d.color_mode, list(augment_lib.COLOR_MODES),
@@ -160,8 +167,14 @@ def model_config():
 
 def view_config():
     final = FLAGS.final_length or get_preset(FLAGS.encoder).frames
-    return views_lib.ViewConfig.two_views(final_length=final, offset2=FLAGS.view2_offset,
-                                          factor1=FLAGS.view1_factor, factor2=FLAGS.view2_factor)
+    try:
+        return views_lib.ViewConfig.two_views(final_length=final, offset2=FLAGS.view2_offset,
+                                              factor1=FLAGS.view1_factor, factor2=FLAGS.view2_factor)
+    except ValueError as e:
+        raise ValueError(
+            f"--final_length={final} --view1_factor={FLAGS.view1_factor} --view2_factor={FLAGS.view2_factor} "
+            f"--view2_offset={FLAGS.view2_offset}: {e}"
+        ) from None
 
 
 def augment_config():

@@ -1,0 +1,250 @@
+"""Fine-tuning a (pretrained) encoder for action classification, paper §4.1 / SPEC §6.
+
+`finetune(config)` trains `VideoClassifier` end to end (or, with `freeze_encoder`, only its MLP:
+a probe), starting from a VDIM pretraining run (`pretrained`) or from random initialisation (the
+baseline every result is compared to). Runs resume, checkpoint and log like pretraining.
+"""
+
+import dataclasses
+import json
+import os
+
+import keras
+import tensorflow as tf
+
+from vdim_tf import loop
+from vdim_tf.data import augment as augment_lib
+from vdim_tf.data import pipeline
+from vdim_tf.data import views as views_lib
+from vdim_tf.models.classifier import VideoClassifier
+from vdim_tf.models.encoder import get_preset, minimum_input
+from vdim_tf.models.vdim import VDIM
+
+CONFIG_FILE = "config.json"
+
+
+class PretrainedError(ValueError):
+    """A `--pretrained` path that is missing or does not fit the classifier."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ClassifierConfig:
+    """Arguments of `VideoClassifier` except the class count (paper §4.1 defaults)."""
+
+    encoder_preset: str = "paper"
+    embedding_dim: int = 512
+    num_views: int = 4
+    hidden_units: int = 1024
+    dropout: float = 0.2
+    freeze_encoder: bool = False
+    block_batch_norm: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class FinetuneConfig:
+    """Everything a fine-tuning run needs; written to `model_dir/config.json`."""
+
+    train_data: str
+    model_dir: str
+    train_steps: int
+    batch_size: int
+    label_names: tuple
+    test_data: str | None = None
+    pretrained: str | None = None
+    classifier: ClassifierConfig = ClassifierConfig()
+    final_length: int = 32
+    factor: int = 1
+    augment: augment_lib.AugmentConfig = augment_lib.AugmentConfig(color_mode="lab")
+    learning_rate: float = 1e-3
+    beta_1: float = 0.9
+    beta_2: float = 0.999
+    decay_every: int = 3000
+    decay_factor: float = 0.5
+    strategy: str = "default"
+    checkpoint_every: int = 500
+    keep_checkpoints: int = 3
+    log_every: int = 50
+    jit_compile: bool = False
+    seed: int | None = 0
+
+    kind = "finetune"
+
+    @property
+    def views(self):
+        return views_lib.ViewConfig.clip_views(self.final_length, self.factor, self.classifier.num_views)
+
+    @property
+    def num_classes(self):
+        return len(self.label_names)
+
+    def validate(self):
+        if self.train_steps < 1:
+            raise ValueError(f"train_steps={self.train_steps}: must be >= 1")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size={self.batch_size}: must be >= 1")
+        if self.num_classes < 2:
+            raise ValueError(f"need at least 2 classes, the labels file lists {list(self.label_names)}")
+        if not 1 <= self.classifier.num_views <= 8:
+            raise ValueError(f"num_views={self.classifier.num_views}: paper uses 1 to 4")
+        preset = get_preset(self.classifier.encoder_preset)
+        min_frames, min_size = minimum_input(preset.blocks)
+        if self.final_length < min_frames or self.augment.output_size < min_size:
+            raise ValueError(
+                f"views of {self.final_length} frames at {self.augment.output_size} px are too small for "
+                f"the {self.classifier.encoder_preset!r} encoder (needs >= {min_frames} frames, >= {min_size} px)"
+            )
+        self.views.validate()
+
+    def to_dict(self):
+        d = dataclasses.asdict(self)
+        d["kind"] = self.kind
+        return d
+
+
+def labels_file_for(file_pattern):
+    """`labels.txt` of a prepared dataset: `<output_dir>/labels.txt` for `<output_dir>/<split>/*.tfrecord`."""
+    return os.path.join(os.path.dirname(os.path.dirname(file_pattern)), "labels.txt")
+
+
+def read_labels(path):
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"labels file {path} not found (prepare writes it beside the split folders; "
+                                "or pass --labels_file)")
+    with open(path, encoding="utf-8") as f:
+        return tuple(line.rstrip("\n") for line in f if line.strip())
+
+
+def make_classifier(config, num_classes):
+    return VideoClassifier(num_classes=num_classes, **dataclasses.asdict(config), name="classifier")
+
+
+def _pretrained_paths(path):
+    """(config.json, checkpoint prefix) of a pretraining run folder or checkpoint prefix."""
+    if os.path.isdir(path):
+        config_path = os.path.join(path, CONFIG_FILE)
+        prefix = tf.train.latest_checkpoint(os.path.join(path, "checkpoints"))
+        if prefix is None:
+            raise PretrainedError(f"--pretrained={path}: no checkpoint in {os.path.join(path, 'checkpoints')}")
+    else:
+        if not tf.io.gfile.exists(path + ".index"):
+            raise PretrainedError(f"--pretrained={path}: neither a run folder nor a checkpoint prefix "
+                                  f"(no {path}.index)")
+        prefix = path
+        config_path = os.path.join(os.path.dirname(os.path.dirname(path)), CONFIG_FILE)
+    if not os.path.exists(config_path):
+        raise PretrainedError(f"--pretrained={path}: {config_path} not found; it records the pretrained model")
+    return config_path, prefix
+
+
+def load_pretrained(classifier, path):
+    """Copies Ψ and φ_g from a VDIM pretraining run into `classifier` (already built).
+
+    Raises:
+      PretrainedError: the path has no checkpoint or config, or the run's encoder preset,
+        embedding size or heads do not match the classifier.
+    """
+    config_path, prefix = _pretrained_paths(path)
+    with open(config_path) as f:
+        saved = json.load(f)
+    if saved.get("kind", "pretrain") != "pretrain" or "model" not in saved:
+        raise PretrainedError(f"--pretrained={path}: {config_path} is not a VDIM pretraining run")
+    model_config = saved["model"]
+    for key, mine in (("encoder_preset", classifier.encoder_preset), ("embedding_dim", classifier.embedding_dim),
+                      ("block_batch_norm", classifier.block_batch_norm)):
+        if model_config.get(key) != mine:
+            raise PretrainedError(f"--pretrained={path}: it was trained with {key}={model_config.get(key)!r}, "
+                                  f"the classifier has {key}={mine!r}")
+    vdim = VDIM(**model_config)
+    g = classifier.global_layer
+    if g not in vdim.layers_used:
+        raise PretrainedError(f"--pretrained={path}: the run has no head for the global layer {g} "
+                              f"(its layers: {list(vdim.layers_used)})")
+    preset = get_preset(classifier.encoder_preset)
+    vdim.build_for(preset.frames, preset.size)
+    status = tf.train.Checkpoint(model=vdim).restore(prefix)
+    try:
+        status.assert_existing_objects_matched()
+    except AssertionError as e:
+        raise PretrainedError(f"--pretrained={path}: checkpoint {prefix} does not match its config: {e}") from None
+    status.expect_partial()
+    classifier.encoder.set_weights(vdim.encoder.get_weights())
+    classifier.head.set_weights(vdim.heads[g].get_weights())
+    return prefix
+
+
+def finetune(config, progress=True):
+    """Runs (or resumes) fine-tuning until `config.train_steps`; returns the loop's result dict."""
+    config.validate()
+    files = pipeline.list_files(config.train_data)
+    strategy = loop.make_strategy(config.strategy)
+    replicas = strategy.num_replicas_in_sync
+    if config.batch_size % replicas:
+        raise ValueError(f"batch_size={config.batch_size} does not divide across {replicas} replicas")
+    os.makedirs(config.model_dir, exist_ok=True)
+    with strategy.scope():
+        model = make_classifier(config.classifier, config.num_classes)
+        model.build_for(config.final_length, config.augment.output_size)
+        schedule = keras.optimizers.schedules.ExponentialDecay(
+            config.learning_rate, max(config.decay_every, 1), config.decay_factor, staircase=True
+        ) if config.decay_every else config.learning_rate
+        optimizer = keras.optimizers.Adam(schedule, beta_1=config.beta_1, beta_2=config.beta_2)
+        optimizer.build(model.trainable_variables)
+    checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer)
+    fresh = tf.train.latest_checkpoint(os.path.join(config.model_dir, "checkpoints")) is None
+    if fresh and config.pretrained:
+        prefix = load_pretrained(model, config.pretrained)
+        print(f"initialised encoder and φ_{model.global_layer} from {prefix}")
+    elif fresh:
+        print("no --pretrained: encoder initialised at random (the baseline)")
+    if loop.is_chief(strategy):
+        with open(os.path.join(config.model_dir, CONFIG_FILE), "w") as f:
+            json.dump(config.to_dict(), f, indent=2, default=str)
+
+    views = config.views
+
+    def make_dataset(start):
+        seed = None if config.seed is None else config.seed + start
+        return pipeline.finetune_dataset(files, views, config.augment, config.batch_size,
+                                         config.classifier.num_views, training=True, seed=seed)
+
+    loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction="none")
+
+    def replica_step(batch):
+        with tf.GradientTape() as tape:
+            logits = model(batch["views"], training=True)
+            per_example = loss_fn(batch["label"], logits)
+            loss = tf.reduce_mean(per_example)
+            scaled = loss / tf.distribute.get_replica_context().num_replicas_in_sync
+        grads = tape.gradient(scaled, model.trainable_variables)
+        optimizer.apply(grads, model.trainable_variables)
+        correct = tf.cast(tf.equal(tf.argmax(logits, -1), batch["label"]), tf.float32)
+        return {"loss": loss, "accuracy": tf.reduce_mean(correct)}
+
+    loop_config = loop.LoopConfig(config.model_dir, config.train_steps, config.checkpoint_every,
+                                  config.keep_checkpoints, config.log_every, config.jit_compile)
+    return loop.train_loop(loop_config, strategy=strategy, checkpoint=checkpoint, optimizer=optimizer,
+                           make_dataset=make_dataset, replica_step=replica_step, batch_size=config.batch_size,
+                           progress=progress)
+
+
+def load_config(model_dir):
+    path = os.path.join(model_dir, CONFIG_FILE)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{path} not found: --model_dir should be a fine-tuning run folder")
+    with open(path) as f:
+        saved = json.load(f)
+    if saved.get("kind") != "finetune":
+        raise ValueError(f"{model_dir} is not a fine-tuning run (config kind {saved.get('kind', 'pretrain')!r})")
+    return saved
+
+
+def load_finetuned(model_dir):
+    """(classifier with the newest checkpoint's weights, saved config dict) of a fine-tuning run."""
+    saved = load_config(model_dir)
+    prefix = tf.train.latest_checkpoint(os.path.join(model_dir, "checkpoints"))
+    if prefix is None:
+        raise FileNotFoundError(f"no checkpoint in {os.path.join(model_dir, 'checkpoints')}")
+    model = make_classifier(ClassifierConfig(**saved["classifier"]), len(saved["label_names"]))
+    model.build_for(saved["final_length"], saved["augment"]["output_size"])
+    tf.train.Checkpoint(model=model).restore(prefix).expect_partial().assert_existing_objects_matched()
+    return model, saved

@@ -1,0 +1,83 @@
+"""The fine-tuning classifier of paper §4.1 (Fig. 3 right, SPEC §6)."""
+
+import keras
+import tensorflow as tf
+from keras import layers
+
+from vdim_tf.models.encoder import Encoder, get_preset
+from vdim_tf.models.heads import ContrastiveHead
+
+
+@keras.saving.register_keras_serializable(package="vdim_tf")
+class VideoClassifier(keras.Model):
+    """K views → φ_g∘Ψ each (shared weights) → concatenated → MLP(1024, dropout 0.2) → logits.
+
+    Args:
+      num_classes: number of action classes.
+      encoder_preset: encoder preset name ("paper", "cpu").
+      embedding_dim: output size of the global head φ_g (must match the pretrained run).
+      num_views: K, views per example (paper: 1–4; 4 for UCF-101, 2 for HMDB-51).
+      hidden_units: the classifier's hidden layer (paper: 1024).
+      dropout: dropout after the hidden layer (paper: 0.2).
+      freeze_encoder: train only the classifier on frozen φ_g∘Ψ features (linear/MLP probe);
+        the frozen encoder runs in inference mode (batch-norm moving statistics).
+      block_batch_norm: as in `Encoder`.
+
+    Call arguments:
+      views: float `(B, K, T, H, W, 3)`, normalised.
+      training: for dropout and batch norm.
+
+    Returns:
+      logits `(B, num_classes)`.
+    """
+
+    def __init__(self, num_classes, encoder_preset="paper", embedding_dim=512, num_views=4,
+                 hidden_units=1024, dropout=0.2, freeze_encoder=False, block_batch_norm=False, **kwargs):
+        super().__init__(**kwargs)
+        self.num_classes = num_classes
+        self.encoder_preset = encoder_preset
+        self.embedding_dim = embedding_dim
+        self.num_views = num_views
+        self.hidden_units = hidden_units
+        self.dropout_rate = dropout
+        self.freeze_encoder = freeze_encoder
+        self.block_batch_norm = block_batch_norm
+        self.global_layer = get_preset(encoder_preset).global_layer
+        self.encoder = Encoder(preset=encoder_preset, block_batch_norm=block_batch_norm, name="encoder")
+        self.head = ContrastiveHead(embedding_dim, name=f"head_{self.global_layer}")
+        self.hidden = layers.Dense(hidden_units, activation="relu", name="hidden")
+        self.dropout = layers.Dropout(dropout)
+        self.logits = layers.Dense(num_classes, name="logits")
+        if freeze_encoder:
+            self.encoder.trainable = False
+            self.head.trainable = False
+
+    def embed(self, clips, training=False):
+        """φ_g∘Ψ of single clips: `(N, T, H, W, 3)` → `(N, embedding_dim)`."""
+        training = training and not self.freeze_encoder
+        features = self.encoder(clips, training=training)[self.global_layer]
+        out = self.head(features, training=training)
+        return tf.reshape(out, [tf.shape(out)[0], self.embedding_dim])
+
+    def call(self, views, training=None):
+        shape = tf.shape(views)
+        clips = tf.reshape(views, tf.concat([[shape[0] * shape[1]], shape[2:]], axis=0))
+        clips = tf.ensure_shape(clips, [None, *views.shape[2:]])
+        embeddings = tf.reshape(self.embed(clips, training=bool(training)), [shape[0], self.num_views * self.embedding_dim])
+        h = self.dropout(self.hidden(tf.cast(embeddings, self.hidden.compute_dtype)), training=training)
+        return tf.cast(self.logits(h), tf.float32)
+
+    def build_for(self, frames=None, size=None, batch_size=2):
+        preset = get_preset(self.encoder_preset)
+        self(tf.zeros((batch_size, self.num_views, frames or preset.frames, size or preset.size,
+                       size or preset.size, 3)), training=False)
+        return self
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            num_classes=self.num_classes, encoder_preset=self.encoder_preset, embedding_dim=self.embedding_dim,
+            num_views=self.num_views, hidden_units=self.hidden_units, dropout=self.dropout_rate,
+            freeze_encoder=self.freeze_encoder, block_batch_norm=self.block_batch_norm,
+        )
+        return config
