@@ -30,3 +30,14 @@ def shared_data():
     if not (SHARED_DATA / "splits").is_dir():
         pytest.skip(f"real-clip fixtures not found at {SHARED_DATA} (the repo expects ../shared/data beside it)")
     return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def tiny_synthetic(tmp_path_factory):
+    """A 2-class synthetic dataset (4 train + 2 test videos per class, 40 frames of 64×64)."""
+    from vdim_tf.data.synthetic import SyntheticConfig, generate_synthetic_dataset
+
+    root = tmp_path_factory.mktemp("synthetic")
+    generate_synthetic_dataset(str(root), SyntheticConfig(
+        num_classes=2, train_videos_per_class=4, test_videos_per_class=2, num_frames=40))
+    return root

@@ -1,0 +1,59 @@
+"""The evaluation protocol's arithmetic: top-k, per-video averaging, retrieval recall."""
+
+import numpy as np
+
+from vdim_tf.evaluate import average_per_video, confusion_matrix, retrieval_recall, topk_accuracy
+
+
+def test_topk_accuracy_counts_label_within_k_highest():
+    probs = np.array([[0.1, 0.7, 0.2], [0.5, 0.3, 0.2], [0.2, 0.3, 0.5]])
+    labels = np.array([1, 1, 0])
+    assert topk_accuracy(probs, labels, 1) == 1 / 3
+    assert topk_accuracy(probs, labels, 2) == 2 / 3
+    assert topk_accuracy(probs, labels, 3) == 1.0
+
+
+def test_video_level_differs_from_clip_level_by_construction():
+    """Video A (class 0): 3 windows, 2 of them wrong but only slightly, one confidently right.
+
+    Clip level: 1 of 3 windows of A right and 0 of 2 windows of B → 1/5. Video level: A's mean
+    probability favours class 0 → right; B's windows are both wrong → wrong: 1/2.
+    """
+    probs = np.array([
+        [0.45, 0.55],  # A, wrong
+        [0.45, 0.55],  # A, wrong
+        [0.95, 0.05],  # A, right
+        [0.60, 0.40],  # B (class 1), wrong
+        [0.70, 0.30],  # B, wrong
+    ])
+    labels = np.array([0, 0, 0, 1, 1])
+    video_ids = np.array([7, 7, 7, 3, 3])
+    assert topk_accuracy(probs, labels, 1) == 1 / 5
+    video_probs, video_labels, ids = average_per_video(probs, labels, video_ids)
+    assert ids.tolist() == [7, 3]  # first-seen order
+    np.testing.assert_allclose(video_probs[0], [0.6166666, 0.3833333], rtol=1e-5)
+    assert video_labels.tolist() == [0, 1]
+    assert topk_accuracy(video_probs, video_labels, 1) == 1 / 2
+
+
+def test_retrieval_recall_matches_hand_computed_example():
+    # Training videos on a line; the mean (1.5, 0) is removed before cosine similarity, so
+    # each training feature points left (-) or right (+) of it.
+    train = np.array([[0.0, 0.0], [1.0, 0.2], [2.0, -0.2], [3.0, 0.0]])
+    train_labels = np.array([0, 0, 1, 1])
+    # Query 1 (class 0) lies left of the mean: its nearest by angle are train 0 then train 1 → R@1 hit.
+    # Query 2 (class 1) lies left of the mean too, so the two class-0 videos rank first: R@1 and
+    # R@2 miss; train 2 (class 1, cosine −0.89) ranks third ahead of train 3 (−0.995): R@3 hits.
+    test = np.array([[0.0, 0.05], [0.5, -0.1]])
+    test_labels = np.array([0, 1])
+    recall = retrieval_recall(train, train_labels, test, test_labels, ks=(1, 2, 3, 4, 50))
+    centred = train - train.mean(axis=0)
+    q = test[1] - train.mean(axis=0)
+    cos = centred @ q / (np.linalg.norm(centred, axis=1) * np.linalg.norm(q))
+    assert np.argsort(-cos)[:2].tolist() == [0, 1]  # the hand reasoning above
+    assert recall == {1: 0.5, 2: 0.5, 3: 1.0, 4: 1.0}  # k=50 > 4 training videos is left out
+
+
+def test_confusion_matrix_rows_are_true_classes():
+    cm = confusion_matrix(predictions=[0, 1, 1, 2], labels=[0, 0, 1, 2], num_classes=3)
+    assert cm.tolist() == [[1, 1, 0], [0, 1, 0], [0, 0, 1]]
