@@ -629,18 +629,19 @@ def _check_labels(output_dir, class_names):
             )
 
 
-def _merge_previous_splits(output_dir, report):
-    """Keeps the entries of splits written to this output_dir by earlier runs (e.g. one `folder`
-    run per split) in report.json."""
+def _save_report(output_dir, report):
+    """Writes report.json, keeping the entries of splits that earlier runs wrote to this
+    output_dir (e.g. one `folder` run per split)."""
+    path = os.path.join(output_dir, "report.json")
+    saved = report.to_dict()
     try:
-        with open(os.path.join(output_dir, "report.json"), encoding="utf-8") as f:
+        with open(path, encoding="utf-8") as f:
             previous = json.load(f)
     except (OSError, ValueError):
-        return
+        previous = {}
     if previous.get("dataset") == report.dataset:
-        for name, split in previous.get("splits", {}).items():
-            if name not in report.splits:
-                report.splits[name] = SplitReport(**split)
+        saved["splits"] = {**previous.get("splits", {}), **saved["splits"]}
+    _write_atomically(path, lambda temp: pathlib.Path(temp).write_text(json.dumps(saved, indent=1), encoding="utf-8"))
 
 
 def prepare_dataset(config):
@@ -696,11 +697,7 @@ def prepare_dataset(config):
         split.skipped.sort(key=lambda item: item["path"])
         split.partial.sort(key=lambda item: item["path"])
     report.seconds = time.monotonic() - start
-    _merge_previous_splits(config.output_dir, report)
-    _write_atomically(
-        os.path.join(config.output_dir, "report.json"),
-        lambda temp: pathlib.Path(temp).write_text(json.dumps(report.to_dict(), indent=1), encoding="utf-8"),
-    )
+    _save_report(config.output_dir, report)
     return report
 
 

@@ -26,6 +26,7 @@ Example:
 import dataclasses
 import fractions
 import json
+import math
 import os
 
 import av
@@ -39,6 +40,9 @@ MOTIONS = ("move_right", "move_left", "move_down", "move_up", "rotate_cw", "rota
 _DIRECTIONS = {"move_right": (1, 0), "move_left": (-1, 0), "move_down": (0, 1), "move_up": (0, -1)}
 _SHAPES = ("square", "bar", "triangle", "cross")
 _MARKER = "SYNTHETIC_COMPLETE.json"
+# Every shape lies within 1.5 radii of its centre (a square's corner is at sqrt(2)); rendering
+# adds one pixel for the anti-aliased edge.
+_REACH = 1.5
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,6 +93,10 @@ class SyntheticConfig:
                 f"train_videos_per_class={self.train_videos_per_class}, "
                 f"test_videos_per_class={self.test_videos_per_class}: both must be >= 1"
             )
+        extent = 2 * math.ceil(_REACH * self.shape_radius[1] + 1) + 1
+        if extent > self.frame_size:
+            raise ValueError(f"shape_radius={self.shape_radius}: the largest shape needs {extent} pixels, "
+                             f"more than frame_size={self.frame_size}")
         if not 0 < self.angular_speed[0] <= self.angular_speed[1] < 45:
             raise ValueError(f"angular_speed={self.angular_speed}: need 0 < min <= max < 45 degrees")
 
@@ -157,20 +165,24 @@ def render_video(motion, rng, config):
             "velocity": velocity,
             "spin": spin,
         })
-    y, x = np.mgrid[0:size, 0:size] + 0.5
     video = np.empty((frames, size, size, 3), np.uint8)
     for t in range(frames):
         frame = background.copy()
         for shape in shapes:
-            cx, cy = (shape["centre"] + t * shape["velocity"]) % size
-            # Signed offsets on the torus, so a shape leaving one border enters at the other.
-            dx = (x - cx + size / 2) % size - size / 2
-            dy = (y - cy + size / 2) % size - size / 2
+            centre = (shape["centre"] + t * shape["velocity"]) % size
+            # Draw only a box around the shape; its pixel indices wrap around the borders, so a
+            # shape leaving one border enters at the other.
+            reach = math.ceil(_REACH * shape["radius"] + 1)
+            start = np.floor(centre).astype(int) - reach
+            offsets = np.arange(2 * reach + 1)
+            dx = start[0] + offsets + 0.5 - centre[0]
+            dy = (start[1] + offsets + 0.5 - centre[1])[:, None]
             angle = shape["angle"] + t * shape["spin"]
             u = np.cos(angle) * dx + np.sin(angle) * dy
             v = -np.sin(angle) * dx + np.cos(angle) * dy
             alpha = _coverage(shape["kind"], u, v, shape["radius"])[..., None]
-            frame = frame * (1 - alpha) + shape["colour"] * alpha
+            box = np.ix_((start[1] + offsets) % size, (start[0] + offsets) % size)
+            frame[box] = frame[box] * (1 - alpha) + shape["colour"] * alpha
         video[t] = np.round(frame * 255)
     return video
 

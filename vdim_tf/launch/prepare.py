@@ -27,7 +27,9 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+import json
 import sys
+import time
 
 from absl import app, flags
 
@@ -123,8 +125,12 @@ def run(argv):
     if not FLAGS.output_dir:
         raise _FlagError("--output_dir is required")
     if FLAGS.dataset == "synthetic":
+        start = time.monotonic()
         path = synthetic.generate_synthetic_dataset(FLAGS.output_dir, _synthetic_config())
-        print(f"synthetic dataset ready in {path} (videos/, train/, test/, labels.txt, report.json)")
+        with open(os.path.join(path, "report.json"), encoding="utf-8") as f:
+            splits = json.load(f)["splits"]
+        counts = ", ".join(f"{name} {split['written']} videos" for name, split in splits.items())
+        print(f"synthetic dataset ready in {path}: {counts} ({time.monotonic() - start:.1f} s)")
         return 0
     try:
         report = prepare.prepare_dataset(_prepare_config())
