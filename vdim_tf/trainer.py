@@ -12,6 +12,7 @@ import math
 import os
 import signal
 import time
+import zlib
 
 import keras
 import numpy as np
@@ -81,6 +82,7 @@ class PretrainConfig:
     keep_checkpoints: int = 3
     log_every: int = 50
     seed: int | None = 0
+    data_service_address: str | None = None
 
     def validate(self):
         """Raises ValueError naming the setting, its value and what would be valid."""
@@ -94,6 +96,11 @@ class PretrainConfig:
             raise ValueError(f"precision={self.precision!r}: valid values are {PRECISIONS}")
         if self.views.num_views != 2:
             raise ValueError(f"VDIM pretraining needs exactly 2 views, the config has {self.views.num_views}")
+        if self.data_service_address is not None and "://" not in self.data_service_address:
+            raise ValueError(
+                f"data_service_address={self.data_service_address!r}: give the dispatcher as "
+                "PROTOCOL://HOST:PORT, e.g. grpc://localhost:5000"
+            )
         for name in ("checkpoint_every", "log_every", "keep_checkpoints"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}={getattr(self, name)}: must be >= 1")
@@ -103,9 +110,10 @@ class PretrainConfig:
         min_frames, min_size = minimum_input(preset.blocks)
         if self.views.final_length < min_frames or self.augment.output_size < min_size:
             raise ValueError(
-                f"views of {self.views.final_length} frames at {self.augment.output_size} px are too small "
-                f"for the {self.model.encoder_preset!r} encoder, which needs >= {min_frames} frames of "
-                f">= {min_size} px (final_length / output_size)"
+                f"final_length={self.views.final_length}, output_size={self.augment.output_size} "
+                f"(--final_length, --image_size): views of {self.views.final_length} frames at "
+                f"{self.augment.output_size} px are too small for the {self.model.encoder_preset!r} "
+                f"encoder, which needs >= {min_frames} frames of >= {min_size} px"
             )
 
     def to_json(self):
@@ -136,11 +144,18 @@ class WarmupStepDecay(keras.optimizers.schedules.LearningRateSchedule):
 
 
 def make_strategy(name):
-    """A tf.distribute strategy by name; `multi_worker` reads the cluster from `TF_CONFIG`."""
+    """A tf.distribute strategy by name; `multi_worker` reads the cluster from `TF_CONFIG`.
+
+    Call it before any TensorFlow op runs: `MultiWorkerMirroredStrategy` configures collectives
+    at program start.
+    """
     if name == "default":
         return tf.distribute.get_strategy()
     if name == "mirrored":
-        return tf.distribute.MirroredStrategy()
+        # MirroredStrategy() alone takes the GPUs or one CPU; all logical CPUs make it usable (and
+        # testable) on a CPU host configured with several.
+        devices = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
+        return tf.distribute.MirroredStrategy([d.name for d in devices])
     if name == "multi_worker":
         if "TF_CONFIG" not in os.environ:
             raise ValueError("strategy='multi_worker' needs the cluster in the TF_CONFIG environment variable")
@@ -158,11 +173,15 @@ def is_chief(strategy):
 
 
 def checkpoint_dir(model_dir, strategy):
-    """The chief writes to `model_dir/checkpoints`; other workers to a scratch folder they delete."""
+    """The chief writes to `model_dir/checkpoints`; other workers to a scratch folder they delete.
+
+    Every worker must take part in a save (it may run collectives), but only the chief's copy is
+    kept; all workers restore from the chief's folder, so `model_dir` must be shared storage.
+    """
     if is_chief(strategy):
         return os.path.join(model_dir, "checkpoints")
     resolver = strategy.cluster_resolver
-    return os.path.join(model_dir, "checkpoints", f".worker_{resolver.task_type}_{resolver.task_id}")
+    return os.path.join(model_dir, f".scratch_{resolver.task_type}_{resolver.task_id}", "checkpoints")
 
 
 def _view_strip(views, max_frames=8):
@@ -188,24 +207,32 @@ def build_model(config, strategy):
     return model, optimizer
 
 
-def pretrain(config, progress=True):
+def pretrain(config, progress=True, strategy=None):
     """Runs (or resumes) VDIM pretraining until `config.train_steps`.
 
+    Args:
+      config: a `PretrainConfig`.
+      progress: show a progress bar (chief only).
+      strategy: the `tf.distribute` strategy, if the caller made it already (it must be made
+        before any TensorFlow op runs under `multi_worker`); default `make_strategy(config.strategy)`.
+
     Returns:
-      dict with the final `step`, the last logged metrics and `stopped` (None, or "sigterm").
+      dict with the final `step`, the last logged `metrics`, `stopped` (None, or "sigterm") and the
+      trained `model`.
 
     Raises:
       ValueError / FileNotFoundError: bad configuration, before any expensive work.
       TrainingError: a non-finite loss.
     """
     config.validate()
-    files = pipeline.list_files(config.train_data)
-    strategy = make_strategy(config.strategy)
+    strategy = strategy or make_strategy(config.strategy)
     replicas = strategy.num_replicas_in_sync
     if config.batch_size % replicas:
         raise ValueError(
-            f"batch_size={config.batch_size} does not divide across {replicas} replicas; use a multiple of {replicas}"
+            f"batch_size={config.batch_size} does not divide across {replicas} replicas "
+            f"(strategy={config.strategy!r}); use a multiple of {replicas}"
         )
+    files = _train_files(config.train_data)
     if config.precision != "float32":
         keras.mixed_precision.set_global_policy(config.precision)
     try:
@@ -215,6 +242,47 @@ def pretrain(config, progress=True):
             keras.mixed_precision.set_global_policy("float32")
 
 
+def _train_files(train_data):
+    """The shards of `train_data`; fails unless they hold at least one record (an endless
+    pipeline over empty files would otherwise wait forever)."""
+    try:
+        files = pipeline.list_files(train_data)
+    except FileNotFoundError:
+        raise FileNotFoundError(
+            f"train_data={train_data!r} matches no file; give a glob of TFRecord shards "
+            "(see `python -m vdim_tf.launch.prepare`) or 'synthetic'"
+        ) from None
+    if not any(True for _ in tf.data.TFRecordDataset(files).take(1)):
+        raise FileNotFoundError(f"train_data={train_data!r}: the {len(files)} file(s) it matches hold no records")
+    return files
+
+
+def input_dataset(config, files, strategy, seed, start):
+    """The global-batch training dataset, optionally served by a tf.data service cluster.
+
+    Under several workers every worker builds the same seeded pipeline and keeps its part of each
+    global batch (`AutoShardPolicy.DATA`), so the global batches are those of a one-process run
+    whatever the number of workers or files. With a data service, the service workers split the
+    files between them (each clip is produced once per epoch, `ShardingPolicy.DYNAMIC`) and the
+    trainer workers share one job, each taking different batches.
+    """
+    dataset = pipeline.pretrain_dataset(files, config.views, config.augment, config.batch_size, seed=seed)
+    options = tf.data.Options()
+    if config.data_service_address:
+        # One job per run and start step: workers of one run share it; a resumed run gets a fresh
+        # job with the reseeded pipeline.
+        run = zlib.crc32(os.path.abspath(config.model_dir).encode())
+        dataset = dataset.apply(tf.data.experimental.service.distribute(
+            processing_mode=tf.data.experimental.service.ShardingPolicy.DYNAMIC,
+            service=config.data_service_address,
+            job_name=f"vdim_pretrain_{run}_{start}",
+        ))
+        options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
+    else:
+        options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return dataset.with_options(options)
+
+
 def _pretrain(config, files, strategy, progress):
     chief = is_chief(strategy)
     os.makedirs(config.model_dir, exist_ok=True)
@@ -222,25 +290,29 @@ def _pretrain(config, files, strategy, progress):
         with open(os.path.join(config.model_dir, "config.json"), "w") as f:
             f.write(config.to_json())
 
+    if config.seed is not None:
+        # The same initial weights in every process: a run is reproducible, and a multi-worker run
+        # matches a one-process run on the same global batch.
+        keras.utils.set_random_seed(config.seed)
     model, optimizer = build_model(config, strategy)
     step = optimizer.iterations
     ckpt = tf.train.Checkpoint(model=model, optimizer=optimizer)
     ckpt_dir = checkpoint_dir(config.model_dir, strategy)
     manager = tf.train.CheckpointManager(ckpt, ckpt_dir, max_to_keep=config.keep_checkpoints)
-    if manager.latest_checkpoint:
-        ckpt.restore(manager.latest_checkpoint).assert_existing_objects_matched()
+    latest = tf.train.latest_checkpoint(os.path.join(config.model_dir, "checkpoints"))
+    if latest:
+        ckpt.restore(latest).assert_existing_objects_matched()
     start = int(step.numpy())
+    if latest and chief:
+        print(f"resuming from {latest} at step {start}")
     if start >= config.train_steps:
         print(f"already at step {start} >= train_steps={config.train_steps}; nothing to do")
-        return {"step": start, "metrics": {}, "stopped": None}
+        return {"step": start, "metrics": {}, "stopped": None, "model": model}
 
     # A resumed run reseeds the input pipeline from its step so it does not replay the same clips.
     seed = None if config.seed is None else config.seed + start
-    per_replica_batch = config.batch_size // strategy.num_replicas_in_sync
-    dataset = pipeline.pretrain_dataset(files, config.views, config.augment, config.batch_size, seed=seed)
-    dist_dataset = strategy.experimental_distribute_dataset(dataset)
-    iterator = iter(dist_dataset)
-    del per_replica_batch
+    dataset = input_dataset(config, files, strategy, seed, start)
+    iterator = iter(strategy.experimental_distribute_dataset(dataset))
 
     def replica_step(batch):
         loss, results = model.apply_gradients_step(batch["view1"], batch["view2"])
@@ -295,12 +367,14 @@ def _pretrain(config, files, strategy, progress):
             if stop["signal"]:
                 manager.save(checkpoint_number=current)
                 bar.write(f"received SIGTERM: checkpoint saved at step {current} in {ckpt_dir}; exiting")
-                return {"step": current, "metrics": metrics, "stopped": stop["signal"]}
+                return {"step": current, "metrics": metrics, "stopped": stop["signal"], "model": model}
     finally:
         signal.signal(signal.SIGTERM, previous)
         bar.close()
         writer.flush()
-    return {"step": int(step.numpy()), "metrics": metrics, "stopped": None}
+        if not chief and tf.io.gfile.exists(os.path.dirname(ckpt_dir)):
+            tf.io.gfile.rmtree(os.path.dirname(ckpt_dir))
+    return {"step": int(step.numpy()), "metrics": metrics, "stopped": None, "model": model}
 
 
 def _progress(enabled, start, total):

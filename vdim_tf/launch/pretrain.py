@@ -49,6 +49,7 @@ def config_from_flags():
         keep_checkpoints=FLAGS.keep_checkpoints,
         log_every=FLAGS.log_every,
         seed=None if FLAGS.seed < 0 else FLAGS.seed,
+        data_service_address=FLAGS.data_service_address,
     )
 
 
@@ -61,13 +62,15 @@ def main(argv):
     try:
         config = config_from_flags()
         config.validate()
+        # MultiWorkerMirroredStrategy must exist before any TensorFlow op runs.
+        strategy = trainer.make_strategy(config.strategy)
         # Build the model once on paper to catch bad layer choices before any data work.
         from vdim_tf.models.vdim import VDIM
         import dataclasses
 
         VDIM(**dataclasses.asdict(config.model))
         config = dataclasses.replace(config, train_data=vflags.resolve_train_data(config.train_data, FLAGS.synthetic_dir))
-        result = trainer.pretrain(config)
+        result = trainer.pretrain(config, strategy=strategy)
     except (ValueError, FileNotFoundError) as e:
         sys.exit(f"pretrain: error: {e}")
     except trainer.TrainingError as e:
