@@ -256,6 +256,13 @@ def test_cli_names_the_bad_flag_and_value(cli_flags, tmp_path, args, message):
         prepare_cli.run(argv)
 
 
+def test_cli_rejects_a_split_number_the_lists_lack(cli_flags, shared_data, tmp_path):
+    argv = cli_flags("--dataset=hmdb51", "--video_dir=.", f"--splits_dir={shared_data / 'splits' / 'hmdb51'}",
+                     "--splits=1,4", f"--output_dir={tmp_path}")
+    with pytest.raises(prepare_cli._FlagError, match=r"--splits=1,4: splits_dir has splits \[1, 2, 3\] only"):
+        prepare_cli.run(argv)
+
+
 def shard_states(output):
     return {p.relative_to(output).as_posix(): (p.stat().st_mtime_ns, p.read_bytes())
             for p in output.rglob("*.tfrecord")}

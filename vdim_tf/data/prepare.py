@@ -128,8 +128,11 @@ class PrepareConfig:
                 raise ConfigError("splits_dir", self.splits_dir, f"{self.dataset} needs the official split files")
             if not os.path.isfile(os.path.join(self.splits_dir, "classInd.txt")):
                 raise ConfigError("splits_dir", self.splits_dir, "no classInd.txt in this directory")
-            if not find_split_files(self.splits_dir):
+            found = {int(name.rpartition("_")[2]) for name in find_split_files(self.splits_dir)}
+            if not found:
                 raise ConfigError("splits_dir", self.splits_dir, "no trainlist0N.txt/testlist0N.txt in this directory")
+            if self.split_ids is not None and not set(self.split_ids) <= found:
+                raise ConfigError("split_ids", self.split_ids, f"splits_dir has splits {sorted(found)} only")
         if self.dataset == "kinetics":
             if not self.annotations or not os.path.exists(self.annotations):
                 raise ConfigError("annotations", self.annotations, "kinetics needs an annotation CSV file or folder")

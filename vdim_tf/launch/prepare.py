@@ -97,6 +97,8 @@ def _prepare_config():
             progress=FLAGS.progress,
         )
     except prepare.ConfigError as e:
+        if e.field == "split_ids":
+            raise _FlagError(f"--splits={','.join(FLAGS.splits)}: {e.problem}") from None
         shown = " is not set" if e.value is None else f"={e.value}"
         raise _FlagError(f"--{e.field}{shown}: {e.problem}") from None
 
