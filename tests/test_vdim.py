@@ -158,3 +158,19 @@ def test_config_round_trip_and_weights_reload(tmp_path):
     clone.build_for()
     clone.load_weights(path)
     np.testing.assert_allclose(clone.embed(x).numpy(), model.embed(x).numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_checkpoint_holds_every_variable_of_the_model(tmp_path):
+    """tf.train.Checkpoint must reach blocks and heads (not only what the optimizer tracks)."""
+    model = VDIM(**CPU)
+    model.build_for()
+    for v in model.variables:
+        v.assign(tf.random.stateless_normal(v.shape, seed=(7, len(v.path))) * 0.05 + (1.0 if "variance" in v.path else 0.0))
+    prefix = tf.train.Checkpoint(model=model).save(str(tmp_path / "ckpt"))
+    saved = [n for n in tf.train.load_checkpoint(prefix).get_variable_to_shape_map() if n.startswith("model/")]
+    assert len(saved) == len(model.variables)
+    clone = VDIM(**CPU)
+    clone.build_for()
+    tf.train.Checkpoint(model=clone).restore(prefix).assert_consumed()
+    for a, b in zip(model.variables, clone.variables):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())

@@ -168,9 +168,11 @@ class ResBlock(layers.Layer):
         self.pool = layers.AveragePooling3D(
             pool_size=(t_kernel, kernel, kernel), strides=(t_stride, stride, stride), padding="valid"
         )
-        self.branches_1x1 = [
-            ResidualBranch(width, 1, 1, 1, 1, batch_norm, name=f"branch_1x1_{i}") for i in range(num_1x1)
-        ]
+        self.branches_1x1 = []
+        for i in range(num_1x1):
+            branch = ResidualBranch(width, 1, 1, 1, 1, batch_norm, name=f"branch_1x1_{i}")
+            setattr(self, f"branch_1x1_{i}", branch)  # an attribute, so tf.train.Checkpoint sees it
+            self.branches_1x1.append(branch)
 
     def build(self, input_shape):
         in_channels = input_shape[-1]

@@ -163,11 +163,15 @@ class Encoder(layers.Layer):
                 t_stride=spec.t_stride, batch_norm=bn, name=f"block{index}",
             )
             if spec.kind == "conv":
-                self.blocks.append(ConvBlock(padding=spec.padding, **args))
+                block = ConvBlock(padding=spec.padding, **args)
             elif spec.kind == "res":
-                self.blocks.append(ResBlock(num_1x1=spec.num_1x1, **args))
+                block = ResBlock(num_1x1=spec.num_1x1, **args)
             else:
                 raise ValueError(f"block {index}: kind must be 'conv' or 'res', got {spec.kind!r}")
+            # One attribute per block: tf.train.Checkpoint follows attributes, not Keras 3's
+            # tracked lists, and every variable must be reachable for checkpoints to restore it.
+            setattr(self, f"block{index}", block)
+            self.blocks.append(block)
         self.output_bn = _bn("output_bn") if output_batch_norm else None
 
     @property

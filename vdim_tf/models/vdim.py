@@ -75,8 +75,11 @@ class VDIM(keras.Model):
         self._validate(preset)
         self.layers_used = tuple(sorted({j for pair in self.pairs for j in pair}))
         self.encoder = Encoder(preset=encoder_preset, block_batch_norm=block_batch_norm, name="encoder")
-        self.heads = {j: ContrastiveHead(embedding_dim, name=f"head_{j}") for j in self.layers_used}
-        self._heads_list = [self.heads[j] for j in self.layers_used]  # tracked by Keras
+        self.heads = {}
+        for j in self.layers_used:
+            self.heads[j] = ContrastiveHead(embedding_dim, name=f"head_{j}")
+            # An attribute per head: tf.train.Checkpoint follows attributes, not Keras 3's dicts.
+            setattr(self, f"head_{j}", self.heads[j])
         self.loss_tracker = keras.metrics.Mean(name="loss")
         self.pair_trackers = {
             pair: (keras.metrics.Mean(name=f"loss_{pair[0]}_{pair[1]}"),

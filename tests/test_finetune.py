@@ -1,0 +1,137 @@
+"""Fine-tuning: pretrained weights are really loaded, bad --pretrained is an error, probes freeze
+the encoder, and runs resume (in-process and after SIGKILL)."""
+
+import dataclasses
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from vdim_tf import finetune, trainer
+from vdim_tf.data import augment as augment_lib
+from vdim_tf.data import views as views_lib
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def _finetune_config(data_root, model_dir, **overrides):
+    base = dict(
+        train_data=str(data_root / "train" / "*.tfrecord"),
+        test_data=str(data_root / "test" / "*.tfrecord"),
+        model_dir=str(model_dir),
+        train_steps=2,
+        batch_size=4,
+        label_names=finetune.read_labels(str(data_root / "labels.txt")),
+        classifier=finetune.ClassifierConfig(encoder_preset="cpu", embedding_dim=32, num_views=2, hidden_units=32),
+        final_length=16,
+        augment=augment_lib.AugmentConfig(output_size=64, color_mode="jitter"),
+        decay_every=0,
+        checkpoint_every=1,
+        log_every=1,
+    )
+    base.update(overrides)
+    return finetune.FinetuneConfig(**base)
+
+
+@pytest.fixture(scope="module")
+def pretrained_run(tiny_synthetic, tmp_path_factory):
+    model_dir = tmp_path_factory.mktemp("pretrain")
+    config = trainer.PretrainConfig(
+        train_data=str(tiny_synthetic / "train" / "*.tfrecord"), model_dir=str(model_dir), train_steps=2,
+        batch_size=4, model=trainer.ModelConfig(encoder_preset="cpu", embedding_dim=32,
+                                                antecedent_layers=(5, 6), consequent_layers=(6,)),
+        views=views_lib.ViewConfig.two_views(final_length=16, factor2=2),
+        augment=augment_lib.AugmentConfig(output_size=64),
+        optim=trainer.OptimConfig(warmup_steps=1), checkpoint_every=2, log_every=1,
+    )
+    trainer.pretrain(config, progress=False)
+    return model_dir
+
+
+def test_pretrained_encoder_and_head_are_loaded(tiny_synthetic, pretrained_run):
+    from vdim_tf.models.vdim import VDIM
+    import json
+
+    config = _finetune_config(tiny_synthetic, "unused")
+    model = finetune.make_classifier(config.classifier, 2).build_for(16, 64)
+    finetune.load_pretrained(model, str(pretrained_run))
+    saved = json.loads((pretrained_run / "config.json").read_text())
+    vdim = VDIM(**saved["model"]).build_for(16, 64)
+    tf.train.Checkpoint(model=vdim).restore(tf.train.latest_checkpoint(str(pretrained_run / "checkpoints"))).expect_partial()
+    for mine, theirs in zip(model.encoder.get_weights(), vdim.encoder.get_weights()):
+        np.testing.assert_array_equal(mine, theirs)
+    for mine, theirs in zip(model.head.get_weights(), vdim.heads[6].get_weights()):
+        np.testing.assert_array_equal(mine, theirs)
+    # Training moved the zero-initialised branch convs: loading really copied trained weights.
+    assert any(np.any(w) for w in model.encoder.blocks[2].branch.temporal.get_weights())
+
+
+def test_missing_pretrained_is_an_error_not_a_random_start(tiny_synthetic, tmp_path):
+    config = _finetune_config(tiny_synthetic, tmp_path / "run", pretrained=str(tmp_path / "nowhere"))
+    with pytest.raises(finetune.PretrainedError, match="nowhere"):
+        finetune.finetune(config, progress=False)
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_incompatible_pretrained_names_the_mismatch(tiny_synthetic, pretrained_run, tmp_path):
+    config = _finetune_config(tiny_synthetic, tmp_path / "run", pretrained=str(pretrained_run))
+    config = dataclasses.replace(config, classifier=dataclasses.replace(config.classifier, embedding_dim=64))
+    with pytest.raises(finetune.PretrainedError, match="embedding_dim=32.*embedding_dim=64"):
+        finetune.finetune(config, progress=False)
+
+
+def test_frozen_encoder_probe_trains_only_the_classifier(tiny_synthetic, pretrained_run, tmp_path):
+    config = _finetune_config(tiny_synthetic, tmp_path / "run", pretrained=str(pretrained_run),
+                              classifier=finetune.ClassifierConfig(encoder_preset="cpu", embedding_dim=32,
+                                                                   num_views=2, hidden_units=32, freeze_encoder=True))
+    finetune.finetune(config, progress=False)
+    model, _ = finetune.load_finetuned(str(tmp_path / "run"))
+    reference = finetune.make_classifier(config.classifier, 2).build_for(16, 64)
+    finetune.load_pretrained(reference, str(pretrained_run))
+    for mine, theirs in zip(model.encoder.get_weights(), reference.encoder.get_weights()):
+        np.testing.assert_array_equal(mine, theirs)
+    initial = finetune.make_classifier(config.classifier, 2).build_for(16, 64)
+    assert not np.allclose(model.logits.get_weights()[0], initial.logits.get_weights()[0])
+
+
+def test_rerun_with_more_steps_resumes_the_same_run(tiny_synthetic, tmp_path, capsys):
+    config = _finetune_config(tiny_synthetic, tmp_path / "run")
+    assert finetune.finetune(config, progress=False)["step"] == 2
+    result = finetune.finetune(dataclasses.replace(config, train_steps=4), progress=False)
+    assert result["step"] == 4
+    assert "resuming from" in capsys.readouterr().out
+    assert sorted(os.listdir(tmp_path / "run" / "checkpoints"))[-1].startswith("ckpt-4")
+
+
+def test_killed_finetune_resumes_from_its_last_checkpoint(tiny_synthetic, tmp_path):
+    model_dir = tmp_path / "run"
+    args = [sys.executable, "-m", "vdim_tf.launch.finetune", "--encoder=cpu", "--embedding_dim=32",
+            "--hidden_units=32", "--num_views=2", "--batch_size=4", "--decay_every=0", "--log_every=1",
+            f"--train_data={tiny_synthetic / 'train' / '*.tfrecord'}", f"--model_dir={model_dir}",
+            "--checkpoint_every=2", "--train_steps=400"]
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": str(REPO_ROOT)}
+    process = subprocess.Popen(args, cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 180
+        while time.time() < deadline and tf.train.latest_checkpoint(str(model_dir / "checkpoints")) in (None,):
+            time.sleep(0.5)
+        time.sleep(1.0)
+        process.send_signal(signal.SIGKILL)
+        process.wait(30)
+    finally:
+        process.kill()
+    last = tf.train.latest_checkpoint(str(model_dir / "checkpoints"))
+    assert last is not None, "no checkpoint was written before the kill"
+    killed_at = int(last.rsplit("-", 1)[1])
+    assert 0 < killed_at < 400
+    args[-1] = f"--train_steps={killed_at + 2}"
+    out = subprocess.run(args, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=180)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert f"(step {killed_at})" in out.stdout
+    assert f"done: step {killed_at + 2}" in out.stdout
