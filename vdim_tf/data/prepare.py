@@ -476,6 +476,7 @@ def decode_video(path, fps=None, short_side=None, jpeg_quality=90):
         # UCF-101 AVI, so it is dropped.
         if decoded > 1:
             jpeg_frames = jpeg_frames[: len(jpeg_frames) - repeats]
+            problem += "; dropped the last, possibly cut, frame"
     if not jpeg_frames:
         raise VideoError(problem or "no frames decoded")
     return DecodedVideo(jpeg_frames, fps if resample else native_fps, problem)

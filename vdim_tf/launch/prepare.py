@@ -139,7 +139,10 @@ def run(argv):
     except ValueError as e:
         raise _FlagError(str(e)) from None
     print(report.summary())
-    return EXIT_SKIPPED if report.num_skipped else 0
+    if report.num_skipped:
+        print(f"exit status {EXIT_SKIPPED}: some files were skipped")
+        return EXIT_SKIPPED
+    return 0
 
 
 def main(argv):
