@@ -436,7 +436,11 @@ def decode_video(path, fps=None, short_side=None, jpeg_quality=90):
     Raises:
       VideoError: the file is empty, cannot be opened, has no video stream or yields no frame.
     """
-    if os.path.getsize(path) == 0:
+    try:
+        size = os.path.getsize(path)
+    except OSError as e:
+        raise VideoError(f"cannot read: {e}") from None
+    if size == 0:
         raise VideoError("empty file (0 bytes)")
     try:
         container = av.open(str(path), metadata_errors="ignore")
@@ -555,6 +559,8 @@ def _write_shard(task, progress):
                     video = decode_video(os.path.join(task.video_dir, entry.path), **task.settings)
                 except VideoError as e:
                     result["skipped"].append({"path": entry.path, "reason": str(e)})
+                except Exception as e:  # one bad file must not stop the run: report it, go on.
+                    result["skipped"].append({"path": entry.path, "reason": f"unexpected {type(e).__name__}: {e}"})
                 else:
                     example = records.make_sequence_example(
                         video.jpeg_frames, entry.label, entry.label_text, entry.path, video.fps
