@@ -144,8 +144,20 @@ def test_second_call_reuses_the_dataset_and_another_config_is_refused(dataset):
     assert synthetic.generate_synthetic_dataset(str(path), CONFIG) == str(path)
     assert time.monotonic() - start < 1
     assert {p: p.stat().st_mtime_ns for p in path.rglob("*") if p.is_file()} == before
+    assert synthetic.generate_synthetic_dataset(str(path), dataclasses.replace(CONFIG, workers=2)) == str(path)
     with pytest.raises(ValueError, match="another config"):
         synthetic.generate_synthetic_dataset(str(path), dataclasses.replace(CONFIG, seed=4))
+
+
+def test_interrupted_generation_starts_again_without_leftovers(tmp_path):
+    config = dataclasses.replace(CONFIG, num_classes=2, train_videos_per_class=2, test_videos_per_class=1,
+                                 num_frames=4)
+    leftover = tmp_path / "videos" / "train" / "move_right" / "move_right_0007.mp4"
+    leftover.parent.mkdir(parents=True)
+    leftover.write_bytes(b"from a run with more videos per class, interrupted")
+    synthetic.generate_synthetic_dataset(str(tmp_path), config)
+    assert not leftover.exists()
+    assert json.loads((tmp_path / "report.json").read_text())["splits"]["train"]["written"] == 4
 
 
 def test_cli_generates_a_small_synthetic_dataset(tmp_path, capsys):

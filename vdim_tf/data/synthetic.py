@@ -5,8 +5,9 @@ position) over a random smooth texture. The class is how every shape moves: one 
 `move_right`, `move_left`, `move_down`, `move_up` (constant speed, wrapping around the borders)
 or `rotate_cw`, `rotate_ccw` (spinning in place). Start positions and orientations are uniform
 and translation wraps, so any single frame has the same distribution in every class: the
-per-class mean frame is the same and nothing but motion tells the classes apart. A model that
-learns from one frame stays at chance; one that sees motion can reach 100%.
+per-class mean frame is the same and nothing but motion tells the classes apart: in
+tests/test_synthetic.py, a nearest-class-mean classifier of single frames stays near chance (1/6)
+while a local translation-and-rotation fit to the frames separates the classes.
 
 `generate_synthetic_dataset` writes real videos (H.264, near-lossless) and builds the records
 with `prepare.prepare_dataset(dataset="folder")`, the code path real data takes:
@@ -28,6 +29,7 @@ import fractions
 import json
 import math
 import os
+import shutil
 
 import av
 import numpy as np
@@ -200,7 +202,10 @@ def write_video(path, video, fps, crf):
 
 
 def _config_dict(config):
-    return json.loads(json.dumps(dataclasses.asdict(config)))
+    """The config as saved in the marker: everything that shapes the data (not `workers`)."""
+    saved = json.loads(json.dumps(dataclasses.asdict(config)))
+    del saved["workers"]
+    return saved
 
 
 def generate_synthetic_dataset(output_dir, config=SyntheticConfig()):
@@ -220,6 +225,13 @@ def generate_synthetic_dataset(output_dir, config=SyntheticConfig()):
             return output_dir
         raise ValueError(f"{output_dir} holds a synthetic dataset made with another config ({marker}); "
                          "use a fresh output_dir")
+    # No marker: nothing here is known to match this config (an interrupted run may have used
+    # another seed or size, under the same file names), so start again; it takes seconds.
+    for name in ("videos", "train", "test"):
+        shutil.rmtree(os.path.join(output_dir, name), ignore_errors=True)
+    for name in ("labels.txt", "report.json"):
+        if os.path.exists(os.path.join(output_dir, name)):
+            os.remove(os.path.join(output_dir, name))
     for split_index, (split, per_class) in enumerate(
         [("train", config.train_videos_per_class), ("test", config.test_videos_per_class)]
     ):
