@@ -1,0 +1,405 @@
+"""The pretraining launcher: resumable after SIGKILL and SIGTERM, stopped by a non-finite loss,
+fast to reject bad configurations, distributed over worker processes or a tf.data service, and
+every flagfile in configs/ parses.
+
+Runs the CPU preset at batch 4 on a small synthetic dataset generated once per session.
+Subprocesses run the real command (`python -m vdim_tf.launch.pretrain`); the rest call
+`trainer.pretrain` in this process.
+"""
+
+import dataclasses
+import json
+import os
+import pathlib
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from vdim_tf import trainer
+from vdim_tf.data.synthetic import SyntheticConfig, generate_synthetic_dataset
+from vdim_tf.launch import pretrain as launcher
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
+# Pretraining flagfiles; the fine-tuning ones (other flags) are checked with their launcher.
+CONFIGS = sorted((REPO_ROOT / "configs").glob("*pretrain*.cfg"))
+TIMEOUT = 180  # seconds any one subprocess may take
+
+
+@pytest.fixture(scope="session")
+def train_glob(tmp_path_factory):
+    """TFRecord glob of a 2-class synthetic dataset (4 + 2 videos per class, 40 frames)."""
+    root = tmp_path_factory.mktemp("synthetic")
+    generate_synthetic_dataset(str(root), SyntheticConfig(
+        num_classes=2, train_videos_per_class=4, test_videos_per_class=2, num_frames=40))
+    return str(root / "train" / "*.tfrecord")
+
+
+@pytest.fixture
+def flags(train_glob, tmp_path):
+    """Launcher flags of a tiny CPU run in a fresh model_dir."""
+    return [
+        "--encoder=cpu", f"--train_data={train_glob}", f"--model_dir={tmp_path / 'run'}", "--batch_size=4",
+        "--embedding_dim=32", "--warmup_steps=1", "--log_every=1",
+    ]
+
+
+def small_config(train_glob, model_dir, **overrides):
+    launcher.FLAGS.unparse_flags()
+    launcher.FLAGS(["pretrain", "--encoder=cpu", f"--train_data={train_glob}", f"--model_dir={model_dir}",
+                    "--batch_size=4", "--embedding_dim=32", "--warmup_steps=1", "--log_every=1",
+                    "--train_steps=3", "--checkpoint_every=2"])
+    config = launcher.config_from_flags()
+    launcher.FLAGS.unparse_flags()
+    return dataclasses.replace(config, **overrides)
+
+
+def launch(args, log_path, env=None, script=None):
+    """Starts the launcher (or `script`) with `args`, stdout and stderr into `log_path`."""
+    command = [sys.executable, *([script] if script else ["-m", "vdim_tf.launch.pretrain"]), *args]
+    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", "TF_CPP_MIN_LOG_LEVEL": "2",
+                "PYTHONPATH": str(REPO_ROOT), **(env or {})}
+    with open(log_path, "w") as log:
+        return subprocess.Popen(command, cwd=REPO_ROOT, env=full_env, stdout=log, stderr=subprocess.STDOUT)
+
+
+def run(args, log_path, **kwargs):
+    process = launch(args, log_path, **kwargs)
+    try:
+        process.wait(TIMEOUT)
+    finally:
+        process.kill()
+    return process.returncode, pathlib.Path(log_path).read_text()
+
+
+def logged_steps(log):
+    """Steps of the metric lines (`step N: loss=...`), in order."""
+    return [int(s) for s in re.findall(r"\bstep (\d+): ", log)]
+
+
+def latest_step(model_dir):
+    """Step number of the newest checkpoint in `model_dir/checkpoints`, or None."""
+    path = tf.train.latest_checkpoint(os.path.join(model_dir, "checkpoints"))
+    return None if path is None else int(path.rsplit("-", 1)[1])
+
+
+def checkpoint_iterations(model_dir):
+    """The optimizer's step counter stored in the newest checkpoint."""
+    reader = tf.train.load_checkpoint(os.path.join(model_dir, "checkpoints"))
+    return int(reader.get_tensor("optimizer/_iterations/.ATTRIBUTES/VARIABLE_VALUE"))
+
+
+def wait_for(condition, process, what, timeout=TIMEOUT):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if process.poll() is not None:
+            pytest.fail(f"training exited (status {process.returncode}) before {what}")
+        if time.monotonic() > deadline:
+            process.kill()
+            pytest.fail(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def model_dir_of(flags):
+    return next(f.split("=", 1)[1] for f in flags if f.startswith("--model_dir="))
+
+
+# --- never lose work -------------------------------------------------------------------------
+
+
+def test_sigkill_mid_run_resumes_from_last_checkpoint_and_reaches_train_steps(flags, tmp_path):
+    args = flags + ["--train_steps=24", "--checkpoint_every=3"]
+    model_dir = model_dir_of(flags)
+    process = launch(args, tmp_path / "killed.log")
+    try:
+        wait_for(lambda: (latest_step(model_dir) or 0) >= 3, process, "a checkpoint beyond step 0")
+        process.send_signal(signal.SIGKILL)
+        process.wait(TIMEOUT)
+    finally:
+        process.kill()
+    assert process.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    resumed_from = latest_step(model_dir)
+    assert resumed_from < 24
+
+    status, log = run(args, tmp_path / "restarted.log")
+
+    assert status == 0, log
+    assert f"resuming from {os.path.join(model_dir, 'checkpoints', f'ckpt-{resumed_from}')} at step {resumed_from}" in log
+    assert logged_steps(log) == list(range(resumed_from + 1, 25))
+    assert "done: step 24;" in log
+    assert latest_step(model_dir) == checkpoint_iterations(model_dir) == 24
+
+
+def test_sigterm_saves_the_last_completed_step_and_exits_143(flags, tmp_path):
+    # No periodic checkpoint before the signal: the only one is the SIGTERM save.
+    args = flags + ["--train_steps=1000", "--checkpoint_every=1000"]
+    model_dir = model_dir_of(flags)
+    log_path = tmp_path / "terminated.log"
+    process = launch(args, log_path)
+    try:
+        wait_for(lambda: len(logged_steps(log_path.read_text())) >= 3, process, "three training steps")
+        process.send_signal(signal.SIGTERM)
+        process.wait(TIMEOUT)
+    finally:
+        process.kill()
+    log = log_path.read_text()
+
+    assert process.returncode == 143, log
+    saved = int(re.search(r"received SIGTERM: checkpoint saved at step (\d+)", log).group(1))
+    assert saved == logged_steps(log)[-1] >= 3  # the last step that completed is in the checkpoint
+    assert latest_step(model_dir) == checkpoint_iterations(model_dir) == saved
+
+    status, log = run(flags + [f"--train_steps={saved + 2}", "--checkpoint_every=1000"], tmp_path / "rerun.log")
+    assert status == 0, log
+    assert f"at step {saved}" in log and logged_steps(log) == [saved + 1, saved + 2]
+
+
+def test_non_finite_loss_stops_with_a_message_and_keeps_the_last_good_checkpoint(flags, tmp_path):
+    # A huge step without the score stabilisers overflows the scores within a few steps.
+    args = flags + ["--train_steps=50", "--checkpoint_every=1", "--learning_rate=1e10", "--tanh_clip=0",
+                    "--noscale_scores"]
+    model_dir = model_dir_of(flags)
+
+    status, log = run(args, tmp_path / "nan.log")
+
+    assert status == 1, log
+    match = re.search(r"loss is (nan|inf|-inf) at step (\d+); stopping", log)
+    assert match, log
+    bad_step = int(match.group(2))
+    assert latest_step(model_dir) == checkpoint_iterations(model_dir) == bad_step - 1
+    reader = tf.train.load_checkpoint(os.path.join(model_dir, "checkpoints"))
+    for name in reader.get_variable_to_shape_map():
+        value = reader.get_tensor(name)
+        if np.issubdtype(np.asarray(value).dtype, np.floating):
+            assert np.all(np.isfinite(value)), name
+
+
+# --- fail fast -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("bad_flag, expected", [
+    ("--no_such_flag=3", "no_such_flag"),
+    ("--antecedent_layers=9", "antecedent_layers=[9]"),
+])
+def test_bad_flags_exit_1_naming_the_flag(flags, tmp_path, bad_flag, expected):
+    status, log = run(flags + ["--train_steps=5", bad_flag], tmp_path / "bad.log")
+
+    assert status == 1, log
+    assert expected in log
+    assert "Traceback" not in log
+    assert not os.path.exists(os.path.join(model_dir_of(flags), "checkpoints"))
+
+
+def launcher_error(argv):
+    """Runs the launcher's main in this process; returns its exit message (status 1 when a str)."""
+    launcher.FLAGS.unparse_flags()
+    try:
+        launcher.FLAGS(["pretrain", *argv])
+        with pytest.raises(SystemExit) as exit_info:
+            launcher.main(["pretrain"])
+    finally:
+        launcher.FLAGS.unparse_flags()
+    assert isinstance(exit_info.value.code, str), "a str exit code is exit status 1"
+    return exit_info.value.code
+
+
+@pytest.mark.parametrize("bad_flags, expected", [
+    (["--final_length=4"], "final_length=4"),
+    (["--view2_factor=0"], "--view2_factor=0"),
+    (["--antecedent_layers=4,x"], "--antecedent_layers=4,x"),
+    (["--train_data=/nonexistent/*.tfrecord"], "train_data='/nonexistent/*.tfrecord'"),
+])
+def test_bad_configurations_fail_before_training_naming_the_value(flags, bad_flags, expected):
+    message = launcher_error(flags + ["--train_steps=5"] + bad_flags)
+
+    assert message.startswith("pretrain: error:") and expected in message, message
+    assert not os.path.exists(os.path.join(model_dir_of(flags), "checkpoints"))
+
+
+def test_train_data_without_records_fails(flags, tmp_path):
+    (tmp_path / "empty-00000-of-00001.tfrecord").write_bytes(b"")
+    message = launcher_error(flags + ["--train_steps=5", f"--train_data={tmp_path}/empty-*.tfrecord"])
+
+    assert "hold no records" in message and "empty-*.tfrecord" in message
+
+
+def test_batch_that_does_not_divide_across_replicas_fails(train_glob, tmp_path):
+    # conftest.py gives this process two logical CPUs, so `mirrored` has two replicas.
+    config = small_config(train_glob, tmp_path / "run", strategy="mirrored", batch_size=3)
+
+    with pytest.raises(ValueError, match=r"batch_size=3 does not divide across 2 replicas"):
+        trainer.pretrain(config, progress=False)
+
+
+# --- resume, resolved config, TensorBoard ----------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def finished_run(train_glob, tmp_path_factory):
+    """A 3-step in-process run (checkpoints at 2 and 3)."""
+    config = small_config(train_glob, str(tmp_path_factory.mktemp("finished") / "run"))
+    result = trainer.pretrain(config, progress=False)
+    return config, result
+
+
+def test_run_writes_the_resolved_config(finished_run):
+    config, _ = finished_run
+    with open(os.path.join(config.model_dir, "config.json")) as f:
+        written = json.load(f)
+
+    assert written == json.loads(config.to_json())
+    assert written["model"]["antecedent_layers"] == [4, 5, 6] and written["views"]["final_length"] == 16
+
+
+def scalar_tags(model_dir):
+    tags = {}
+    for path in tf.io.gfile.glob(os.path.join(model_dir, "train", "events.out.tfevents.*")):
+        for event in tf.compat.v1.train.summary_iterator(path):
+            for value in event.summary.value:
+                if value.metadata.plugin_data.plugin_name == "scalars":
+                    tags.setdefault(value.tag, []).append(event.step)
+    return tags
+
+
+def test_tensorboard_logs_losses_accuracies_learning_rate_and_throughput(finished_run):
+    config, _ = finished_run
+    tags = scalar_tags(config.model_dir)
+
+    expected = {"loss", "loss_4_6", "loss_6_4", "acc_4_6", "acc_6_6", "learning_rate", "clips_per_second",
+                "step_time_seconds"}
+    assert expected <= set(tags), sorted(tags)
+    assert sorted(tags["loss"]) == [1, 2, 3]
+
+
+def test_larger_train_steps_continues_the_same_run(finished_run, capsys):
+    config, _ = finished_run
+
+    result = trainer.pretrain(dataclasses.replace(config, train_steps=5), progress=False)
+
+    assert f"resuming from {os.path.join(config.model_dir, 'checkpoints', 'ckpt-3')} at step 3" in capsys.readouterr().out
+    assert result["step"] == 5 and latest_step(config.model_dir) == checkpoint_iterations(config.model_dir) == 5
+    assert sorted(scalar_tags(config.model_dir)["loss"]) == [1, 2, 3, 4, 5]
+
+
+# --- distribution ----------------------------------------------------------------------------
+
+# Each process trains with the launcher's flags and dumps its final weights.
+WORKER_SCRIPT = """
+import sys
+import numpy as np
+from vdim_tf import trainer
+from vdim_tf.launch import pretrain as launcher
+
+launcher.FLAGS(["pretrain"] + sys.argv[2:])
+result = trainer.pretrain(launcher.config_from_flags(), progress=False)
+np.savez(sys.argv[1], *[w.numpy() for w in result["model"].weights])
+"""
+
+
+def free_ports(n):
+    sockets = [socket.socket() for _ in range(n)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+def test_two_workers_end_with_identical_weights_equal_to_one_process(train_glob, tmp_path):
+    script = tmp_path / "worker.py"
+    script.write_text(WORKER_SCRIPT)
+    steps, learning_rate = 3, 2e-4
+    common = ["--encoder=cpu", f"--train_data={train_glob}", "--batch_size=4", "--embedding_dim=32",
+              f"--train_steps={steps}", "--checkpoint_every=2", "--log_every=1", "--warmup_steps=1",
+              f"--learning_rate={learning_rate}"]
+    cluster = {"worker": [f"127.0.0.1:{p}" for p in free_ports(2)]}
+    processes = [
+        launch([str(tmp_path / f"worker{i}.npz"), *common, "--strategy=multi_worker",
+                f"--model_dir={tmp_path / 'multi'}"], tmp_path / f"worker{i}.log", script=str(script),
+               env={"TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}})})
+        for i in range(2)
+    ]
+    processes.append(launch([str(tmp_path / "single.npz"), *common, f"--model_dir={tmp_path / 'single'}"],
+                            tmp_path / "single.log", script=str(script)))
+    try:
+        for p in processes:
+            p.wait(TIMEOUT)
+    finally:
+        for p in processes:
+            p.kill()
+    for p, name in zip(processes, ("worker0", "worker1", "single")):
+        assert p.returncode == 0, (tmp_path / f"{name}.log").read_text()
+
+    worker0, worker1, single = (np.load(tmp_path / f"{n}.npz") for n in ("worker0", "worker1", "single"))
+    for key in worker0.files:
+        np.testing.assert_array_equal(worker0[key], worker1[key], err_msg=key)
+    # The same global batches, split over two replicas with negatives gathered: the same update up
+    # to float summation order. Adam turns the rounding noise of (near-)zero gradients, e.g. of the
+    # encoder's output batch-norm offset, which the NCE scores are nearly invariant to, into steps
+    # of about `learning_rate` in an arbitrary direction, so those few parameters can differ by up
+    # to `2 * steps * learning_rate`; everything else agrees to 1e-5.
+    multi = np.concatenate([worker0[k].ravel() for k in worker0.files])
+    one = np.concatenate([single[k].ravel() for k in single.files])
+    difference = np.abs(multi - one)
+    assert difference.max() <= 2 * steps * learning_rate * 1.05
+    assert np.mean(difference <= 1e-5) > 0.99
+    # Worker 0 is the chief and keeps the checkpoints; worker 1 deleted its scratch copy.
+    assert latest_step(tmp_path / "multi") == steps
+    assert sorted(os.listdir(tmp_path / "multi")) == ["checkpoints", "config.json", "train"]
+
+
+def test_trains_through_a_tf_data_service(train_glob, tmp_path):
+    dispatcher = tf.data.experimental.service.DispatchServer()
+    worker = tf.data.experimental.service.WorkerServer(
+        tf.data.experimental.service.WorkerConfig(dispatcher_address=dispatcher.target.split("://")[1]))
+    config = small_config(train_glob, str(tmp_path / "run"), data_service_address=dispatcher.target)
+
+    result = trainer.pretrain(config, progress=False)
+
+    assert result["step"] == 3 and np.isfinite(result["metrics"]["loss"])
+    worker.stop()
+    dispatcher.stop()
+
+
+# --- configs ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=[p.name for p in CONFIGS])
+def test_every_flagfile_builds_a_valid_config(path, monkeypatch):
+    from vdim_tf.models.vdim import VDIM
+
+    monkeypatch.chdir(REPO_ROOT)  # nested --flagfile=configs/... paths are relative to the repo
+    config = config_of(path)
+    config.validate()
+    VDIM(**dataclasses.asdict(config.model))  # layer choices; builds no weights
+    assert path.read_text().startswith("#"), "each flagfile starts with a comment saying what it is"
+
+
+def config_of(path):
+    launcher.FLAGS.unparse_flags()
+    try:
+        launcher.FLAGS(["pretrain", f"--flagfile={path}"])
+        return launcher.config_from_flags()
+    finally:
+        launcher.FLAGS.unparse_flags()
+
+
+ABLATIONS = sorted((REPO_ROOT / "configs").glob("ucf101_pretrain_*.cfg"))
+
+
+@pytest.mark.parametrize("path", ABLATIONS, ids=[p.name for p in ABLATIONS])
+def test_each_ablation_changes_the_ucf101_config_and_its_model_dir(path, monkeypatch):
+    monkeypatch.chdir(REPO_ROOT)
+    base = dataclasses.asdict(config_of(REPO_ROOT / "configs" / "ucf101_pretrain.cfg"))
+    ablation = dataclasses.asdict(config_of(path))
+
+    changed = {k for k in base if base[k] != ablation[k]}
+    assert "model_dir" in changed and changed - {"model_dir"}, f"{path.name} changes nothing but model_dir"
+    assert ablation["train_steps"] == 50000 and ablation["train_data"] == base["train_data"]
