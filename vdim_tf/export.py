@@ -117,14 +117,30 @@ class ServingConfig:
         return min(self.top_k, len(self.label_names))
 
 
+def _runtime_rank(x):
+    """The rank of `x` as the graph runs.
+
+    `tf.rank` would be folded to the signature's static rank 5 (Grappler folds it too), so a
+    tensor of another rank fed to a signature would pass; the size of a boolean mask is not
+    known until it runs.
+    """
+    shape = tf.shape(x)
+    return tf.size(tf.boolean_mask(shape, shape >= 0))
+
+
 def _check_video(video):
-    """Asserts at least one frame of at least 1x1 pixels; returns `video` behind the checks."""
-    shape = tf.shape(video)
-    checks = [
-        tf.debugging.assert_greater(shape[1], 0, message="video has no frames (T == 0); need at least 1 frame"),
-        tf.debugging.assert_greater(shape[2], 0, message="video frames have height 0; need at least 1 pixel"),
-        tf.debugging.assert_greater(shape[3], 0, message="video frames have width 0; need at least 1 pixel"),
-    ]
+    """Asserts a rank-5 RGB video batch of >= 1 video, >= 1 frame, >= 1x1 pixels; returns `video`."""
+    rank_check = tf.debugging.assert_equal(
+        _runtime_rank(video), 5, message="video must be uint8 of rank 5, (N, T, H, W, 3); got another rank")
+    with tf.control_dependencies([rank_check]):
+        shape = tf.shape(video)
+        checks = [
+            tf.debugging.assert_equal(shape[4], 3, message="video must have 3 (RGB) channels in its last dimension"),
+            tf.debugging.assert_greater(shape[0], 0, message="video batch is empty (N == 0); send at least 1 video"),
+            tf.debugging.assert_greater(shape[1], 0, message="video has no frames (T == 0); need at least 1 frame"),
+            tf.debugging.assert_greater(shape[2], 0, message="video frames have height 0; need at least 1 pixel"),
+            tf.debugging.assert_greater(shape[3], 0, message="video frames have width 0; need at least 1 pixel"),
+        ]
     with tf.control_dependencies(checks):
         return tf.identity(video)
 
