@@ -3,8 +3,9 @@ imports vdim_tf gets the same numbers as the in-memory model.
 
 A CPU-preset classifier (K = 2 views of 16 frames, Lab input) is fine-tuned for one step on the
 tiny synthetic dataset and exported once per module. One fresh Python process (no vdim_tf on its
-path) loads the export and runs every signature on prepared inputs; the tests compare its outputs
-with the in-memory model run window by window.
+path) loads the export with `tf.saved_model.load` and with the TF1 session loader (the way TF
+Serving loads it) and runs the signatures on prepared inputs; the tests compare its outputs with
+the in-memory model run window by window.
 
 Tolerance: 1e-5 absolute on probabilities and embeddings. The uint8 path involves no JPEG (the
 same uint8 frames go to both sides); on the record path both sides decode the same JPEG bytes with
@@ -53,6 +54,14 @@ FRESH_PROCESS = textwrap.dedent("""
     results["examples/top_k_labels"] = out["top_k_labels"].numpy().astype(str)
     results["examples/embedding"] = loaded.signatures["embed_examples"](examples=tf.constant(serialized))["embedding"].numpy()
     results["label_names"] = loaded.signatures["metadata"]()["label_names"].numpy().astype(str)
+    # The TF1 loader, as TF Serving and `saved_model_cli run` load a SavedModel.
+    with tf.Graph().as_default() as graph, tf.compat.v1.Session(graph=graph) as session:
+        meta_graph = tf.compat.v1.saved_model.loader.load(session, ["serve"], export_dir)
+        for signature, input_key, value in [("serving_default", "video", videos["odd_50x70"]),
+                                            ("serve_examples", "examples", np.array(serialized, object))]:
+            signature_def = meta_graph.signature_def[signature]
+            results[f"session/{signature}"] = session.run(
+                signature_def.outputs["probabilities"].name, {signature_def.inputs[input_key].name: value})
     results["vdim_tf_imported"] = np.array("vdim_tf" in sys.modules)
     np.savez(out_path, **results)
 """)
@@ -193,6 +202,14 @@ def test_serving_default_matches_the_evaluation_protocol(served, classifier, vid
     for name, batch in videos.items():
         expected = np.stack([reference(model, saved, video) for video in batch])
         np.testing.assert_allclose(served[f"video/{name}/probabilities"], expected, atol=ATOL, err_msg=name)
+
+
+def test_tf1_session_loader_as_tf_serving_uses_gets_the_same_probabilities(served, classifier, videos, mixed_records):
+    model, saved = classifier
+    expected = reference(model, saved, videos["odd_50x70"][0])[np.newaxis]
+    np.testing.assert_allclose(served["session/serving_default"], expected, atol=ATOL)
+    expected = np.stack([reference(model, saved, _decode_record(r)) for r in mixed_records])
+    np.testing.assert_allclose(served["session/serve_examples"], expected, atol=ATOL)
 
 
 def test_different_videos_get_different_probabilities(served):

@@ -424,7 +424,17 @@ def save(module, export_dir, overwrite=False):
             f.write("".join(f"{name}\n" for name in module.config.label_names))
         module.labels_file = tf.saved_model.Asset(labels_path)
         saved_dir = os.path.join(temp, "saved_model")
-        tf.saved_model.save(module, saved_dir, signatures=module.signatures())
+        signatures = module.signatures()
+        # Keras 3 variables reached only through the model are missing from the restore that
+        # TF1-style loaders run (TF Serving, `saved_model_cli run`: "Could not find variable");
+        # listing the functions' own tf.Variables on the module fixes it, as keras's
+        # ExportArchive does (keras-team/keras#20095).
+        used = {}
+        for function in signatures.values():
+            for variable in function.variables:
+                used.setdefault(id(variable), variable)
+        module.function_variables = list(used.values())
+        tf.saved_model.save(module, saved_dir, signatures=signatures)
         if os.path.exists(export_dir):
             shutil.rmtree(export_dir)
         os.replace(saved_dir, export_dir)
