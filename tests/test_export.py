@@ -52,7 +52,8 @@ FRESH_PROCESS = textwrap.dedent("""
     out = loaded.signatures["serve_examples"](examples=tf.constant(serialized))
     results["examples/probabilities"] = out["probabilities"].numpy()
     results["examples/top_k_labels"] = out["top_k_labels"].numpy().astype(str)
-    results["examples/embedding"] = loaded.signatures["embed_examples"](examples=tf.constant(serialized))["embedding"].numpy()
+    embedded = loaded.signatures["embed_examples"](examples=tf.constant(serialized))
+    results["examples/embedding"] = embedded["embedding"].numpy()
     results["label_names"] = loaded.signatures["metadata"]()["label_names"].numpy().astype(str)
     # The TF1 loader, as TF Serving and `saved_model_cli run` load a SavedModel.
     with tf.Graph().as_default() as graph, tf.compat.v1.Session(graph=graph) as session:
@@ -182,7 +183,8 @@ def served(export_dir, videos, mixed_records, tmp_path_factory):
     script.write_text(FRESH_PROCESS)
     out = work / "served.npz"
     result = subprocess.run(
-        [sys.executable, str(script), str(export_dir), str(work / "videos.npz"), str(work / "mixed.tfrecord"), str(out)],
+        [sys.executable, str(script), str(export_dir), str(work / "videos.npz"), str(work / "mixed.tfrecord"),
+         str(out)],
         cwd=work, env=_subprocess_env(), capture_output=True, text=True, timeout=TIMEOUT)
     assert result.returncode == 0, result.stderr[-3000:]
     with np.load(out) as data:

@@ -172,8 +172,8 @@ class VideoServingModule(tf.Module):
         self.model = model
         self.config = config
         self.kind = tf.Variable(config.kind, trainable=False, name="kind")
-        self.label_names = tf.Variable(tf.constant(list(config.label_names), tf.string, shape=[len(config.label_names)]),
-                                       trainable=False, name="label_names")
+        names = tf.constant(list(config.label_names), tf.string, shape=[len(config.label_names)])
+        self.label_names = tf.Variable(names, trainable=False, name="label_names")
         self.final_length = tf.Variable(config.final_length, trainable=False, name="final_length")
         self.factor = tf.Variable(config.factor, trainable=False, name="factor")
         self.num_views = tf.Variable(config.num_views, trainable=False, name="num_views")
@@ -300,7 +300,8 @@ class VideoServingModule(tf.Module):
 
     def signatures(self):
         """Name -> concrete function, for `tf.saved_model.save`."""
-        out = {"embed": self.embed.get_concrete_function(), "embed_examples": self.embed_examples.get_concrete_function(),
+        out = {"embed": self.embed.get_concrete_function(),
+               "embed_examples": self.embed_examples.get_concrete_function(),
                "metadata": self.metadata.get_concrete_function()}
         if self.config.kind == CLASSIFIER:
             out["serving_default"] = self.classify.get_concrete_function()
