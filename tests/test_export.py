@@ -112,7 +112,7 @@ def loaded(export_dir):
     return tf.saved_model.load(str(export_dir))
 
 
-def reference(model, saved, video, embed=False):
+def reference(model, saved, video, embed=False, stride=None):
     """The evaluation protocol, eagerly and one window at a time, on uint8 `(T, H, W, 3)`.
 
     As `pipeline.test_windows_dataset` + `evaluate.run_windows`: every window, K views at
@@ -123,7 +123,7 @@ def reference(model, saved, video, embed=False):
     color_space = "lab" if saved["augment"]["color_mode"] == "lab" else "rgb"
     num_frames = len(video)
     outputs = []
-    for start in views_lib.window_starts(num_frames, views.window_length).numpy():
+    for start in views_lib.window_starts(num_frames, views.window_length, stride).numpy():
         window = tf.gather(video, views_lib.view_indices(start, num_frames, views))
         window = augment_lib.eval_view(window, saved["augment"]["output_size"], color_space)
         if embed:
@@ -241,6 +241,18 @@ def test_embed_is_phi_g_of_psi_averaged_over_windows_and_views(served, classifie
     for name in ("record0", "short", "odd_50x70"):
         expected = reference(model, saved, videos[name][0], embed=True)
         np.testing.assert_allclose(served[f"embed/{name}"][0], expected, atol=ATOL, err_msg=name)
+
+
+def test_downsampling_factor_and_window_stride_follow_the_view_config(classifier, videos):
+    model, saved = classifier
+    config = export.ServingConfig(kind=export.CLASSIFIER, final_length=16, factor=2, num_views=2, size=64,
+                                  color_space="lab", label_names=saved["label_names"], window_stride=7,
+                                  windows_per_step=3)
+    module = export.VideoServingModule(model, config)
+    video = videos["long"]  # 75 frames, windows of 64: starts 0, 7 and 11 (aligned to the end)
+    got = module.classify(tf.constant(video))["probabilities"].numpy()
+    expected = reference(model, {**saved, "factor": 2}, video[0], stride=7)
+    np.testing.assert_allclose(got[0], expected, atol=ATOL)
 
 
 def test_top_k_labels_name_the_highest_probabilities(served, classifier):
