@@ -133,5 +133,5 @@ def test_killed_finetune_resumes_from_its_last_checkpoint(tiny_synthetic, tmp_pa
     args[-1] = f"--train_steps={killed_at + 2}"
     out = subprocess.run(args, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=180)
     assert out.returncode == 0, out.stderr[-2000:]
-    assert f"(step {killed_at})" in out.stdout
+    assert f"at step {killed_at}" in out.stdout
     assert f"done: step {killed_at + 2}" in out.stdout

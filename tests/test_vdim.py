@@ -139,10 +139,11 @@ def test_mirrored_strategy_matches_single_device():
     np.testing.assert_allclose(mirrored_hist["loss"], single_hist["loss"], rtol=1e-4)
     changed = 0
     for before, a, b in zip(weights, single_w, mirrored_w):
-        # Compare the updates, relative to their size: a replica-scaling error would be off by 100%.
+        # Compare the updates, relative to their size: a replica-scaling error would be off by 100%;
+        # summation order across replicas leaves differences of ~1% on a loaded 2-core machine.
         update, mirrored_update = a - before, b - before
         scale = np.abs(update).max()
-        assert np.abs(mirrored_update - update).max() <= 1e-2 * scale + 1e-6
+        assert np.abs(mirrored_update - update).max() <= 3e-2 * scale + 1e-6
         changed += int(scale > 1e-6)
     assert changed > len(weights) // 2, "the step should have moved most variables"
 

@@ -122,7 +122,7 @@ def _pretrained_paths(path):
     """(config.json, checkpoint prefix) of a pretraining run folder or checkpoint prefix."""
     if os.path.isdir(path):
         config_path = os.path.join(path, CONFIG_FILE)
-        prefix = tf.train.latest_checkpoint(os.path.join(path, "checkpoints"))
+        prefix = loop.latest_checkpoint(path)
         if prefix is None:
             raise PretrainedError(f"--pretrained={path}: no checkpoint in {os.path.join(path, 'checkpoints')}")
     else:
@@ -172,15 +172,29 @@ def load_pretrained(classifier, path):
     return prefix
 
 
-def finetune(config, progress=True):
-    """Runs (or resumes) fine-tuning until `config.train_steps`; returns the loop's result dict."""
+def finetune(config, progress=True, strategy=None):
+    """Runs (or resumes) fine-tuning until `config.train_steps`.
+
+    Args:
+      config: a `FinetuneConfig`.
+      progress: show a progress bar (chief only).
+      strategy: the `tf.distribute` strategy if the caller made it already (under `multi_worker`
+        it must be made before any TensorFlow op); default `loop.make_strategy(config.strategy)`.
+
+    Returns:
+      the loop's result dict (`step`, `metrics`, `stopped`).
+
+    Raises:
+      ValueError / FileNotFoundError / PretrainedError: bad configuration, before training.
+      loop.TrainingError: a non-finite loss.
+    """
     config.validate()
+    strategy = strategy or loop.make_strategy(config.strategy)
+    loop.check_batch(config.batch_size, strategy, config.strategy)
     files = pipeline.list_files(config.train_data)
-    strategy = loop.make_strategy(config.strategy)
-    replicas = strategy.num_replicas_in_sync
-    if config.batch_size % replicas:
-        raise ValueError(f"batch_size={config.batch_size} does not divide across {replicas} replicas")
     os.makedirs(config.model_dir, exist_ok=True)
+    if config.seed is not None:
+        keras.utils.set_random_seed(config.seed)
     with strategy.scope():
         model = make_classifier(config.classifier, config.num_classes)
         model.build_for(config.final_length, config.augment.output_size)
@@ -190,7 +204,7 @@ def finetune(config, progress=True):
         optimizer = keras.optimizers.Adam(schedule, beta_1=config.beta_1, beta_2=config.beta_2)
         optimizer.build(model.trainable_variables)
     checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer)
-    fresh = tf.train.latest_checkpoint(os.path.join(config.model_dir, "checkpoints")) is None
+    fresh = loop.latest_checkpoint(config.model_dir) is None
     if fresh and config.pretrained:
         prefix = load_pretrained(model, config.pretrained)
         print(f"initialised encoder and φ_{model.global_layer} from {prefix}")
@@ -204,8 +218,8 @@ def finetune(config, progress=True):
 
     def make_dataset(start):
         seed = None if config.seed is None else config.seed + start
-        return pipeline.finetune_dataset(files, views, config.augment, config.batch_size,
-                                         config.classifier.num_views, training=True, seed=seed)
+        return loop.shard_per_worker(pipeline.finetune_dataset(
+            files, views, config.augment, config.batch_size, config.classifier.num_views, training=True, seed=seed))
 
     loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction="none")
 
@@ -241,7 +255,7 @@ def load_config(model_dir):
 def load_finetuned(model_dir):
     """(classifier with the newest checkpoint's weights, saved config dict) of a fine-tuning run."""
     saved = load_config(model_dir)
-    prefix = tf.train.latest_checkpoint(os.path.join(model_dir, "checkpoints"))
+    prefix = loop.latest_checkpoint(model_dir)
     if prefix is None:
         raise FileNotFoundError(f"no checkpoint in {os.path.join(model_dir, 'checkpoints')}")
     model = make_classifier(ClassifierConfig(**saved["classifier"]), len(saved["label_names"]))

@@ -1,10 +1,12 @@
-"""A resumable, distributed training loop shared by fine-tuning (and usable by any step function).
+"""The resumable, distributed training loop shared by pretraining and fine-tuning.
 
 `train_loop` runs `replica_step` under `strategy.run` until the optimizer has taken `train_steps`
-steps: it restores the newest checkpoint first, saves every `checkpoint_every` steps, at the end
-and on SIGTERM (the chief writes; other workers write to a scratch folder), stops on a non-finite
-loss without touching the last good checkpoint, shows a progress bar and writes averaged metrics
-to TensorBoard.
+steps. It restores the newest checkpoint of `model_dir/checkpoints` first, saves every
+`checkpoint_every` steps, at the end and on SIGTERM (the chief's copy is kept; other workers take
+part in each save, into a scratch folder deleted at the end), stops on a non-finite loss without
+touching the last good checkpoint, shows a progress bar and writes averaged metrics to
+TensorBoard. A custom loop rather than `fit`: checkpoints are step-granular and the same loop runs
+under MultiWorkerMirroredStrategy, where Keras 3's `fit` fails (STACK.md).
 """
 
 import dataclasses
@@ -15,6 +17,8 @@ import time
 
 import tensorflow as tf
 
+STRATEGIES = ("default", "mirrored", "multi_worker")
+
 
 class TrainingError(RuntimeError):
     """A run that cannot continue (non-finite loss); the last good checkpoint is left as it was."""
@@ -22,7 +26,7 @@ class TrainingError(RuntimeError):
 
 @dataclasses.dataclass(frozen=True)
 class LoopConfig:
-    """How long to train and how often to log and save (shared by every launcher)."""
+    """How long to train and how often to log and save (the same flags in every launcher)."""
 
     model_dir: str
     train_steps: int
@@ -32,20 +36,33 @@ class LoopConfig:
     jit_compile: bool = False
 
 
-STRATEGIES = ("default", "mirrored", "multi_worker")
-
-
 def make_strategy(name):
-    """A tf.distribute strategy by name; `multi_worker` reads the cluster from `TF_CONFIG`."""
+    """A tf.distribute strategy by name; `multi_worker` reads the cluster from `TF_CONFIG`.
+
+    Call it before any TensorFlow op runs: `MultiWorkerMirroredStrategy` configures collectives
+    at program start.
+    """
     if name == "default":
         return tf.distribute.get_strategy()
     if name == "mirrored":
-        return tf.distribute.MirroredStrategy()
+        # MirroredStrategy() alone takes the GPUs or one CPU; all logical CPUs make it usable (and
+        # testable) on a CPU host configured with several.
+        devices = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
+        return tf.distribute.MirroredStrategy([d.name for d in devices])
     if name == "multi_worker":
         if "TF_CONFIG" not in os.environ:
             raise ValueError("strategy='multi_worker' needs the cluster in the TF_CONFIG environment variable")
         return tf.distribute.MultiWorkerMirroredStrategy()
     raise ValueError(f"strategy={name!r}: valid values are {STRATEGIES}")
+
+
+def check_batch(batch_size, strategy, strategy_name):
+    replicas = strategy.num_replicas_in_sync
+    if batch_size % replicas:
+        raise ValueError(
+            f"batch_size={batch_size} does not divide across {replicas} replicas "
+            f"(strategy={strategy_name!r}); use a multiple of {replicas}"
+        )
 
 
 def is_chief(strategy):
@@ -59,23 +76,31 @@ def is_chief(strategy):
 
 
 def checkpoint_dir(model_dir, strategy):
-    """The chief writes to `model_dir/checkpoints`; other workers to a scratch folder inside it."""
+    """The chief writes to `model_dir/checkpoints`; other workers to a scratch folder they delete.
+
+    Every worker must take part in a save (it may run collectives), but only the chief's copy is
+    kept; all workers restore from the chief's folder, so `model_dir` must be shared storage.
+    """
     if is_chief(strategy):
         return os.path.join(model_dir, "checkpoints")
     resolver = strategy.cluster_resolver
-    return os.path.join(model_dir, "checkpoints", f".worker_{resolver.task_type}_{resolver.task_id}")
+    return os.path.join(model_dir, f".scratch_{resolver.task_type}_{resolver.task_id}", "checkpoints")
 
 
-def restore(checkpoint, model_dir, strategy, keep):
-    """A CheckpointManager for the run, with the newest checkpoint (if any) restored."""
-    manager = tf.train.CheckpointManager(checkpoint, checkpoint_dir(model_dir, strategy), max_to_keep=keep)
-    if manager.latest_checkpoint:
-        checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
-    return manager
+def latest_checkpoint(model_dir):
+    return tf.train.latest_checkpoint(os.path.join(model_dir, "checkpoints"))
+
+
+def shard_per_worker(dataset):
+    """Every worker builds the same seeded pipeline and keeps its part of each global batch, so
+    the global batches are those of a one-process run whatever the number of workers or files."""
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return dataset.with_options(options)
 
 
 def train_loop(config, *, strategy, checkpoint, optimizer, make_dataset, replica_step, batch_size,
-               writer=None, progress=True, on_start=None):
+               progress=True, on_start=None, nan_hint="Try a lower --learning_rate."):
     """Trains until `optimizer.iterations == config.train_steps`.
 
     Args:
@@ -83,26 +108,33 @@ def train_loop(config, *, strategy, checkpoint, optimizer, make_dataset, replica
       strategy: the tf.distribute strategy the model and optimizer were built in.
       checkpoint: `tf.train.Checkpoint` holding model and optimizer.
       optimizer: its `iterations` is the step counter.
-      make_dataset: `start_step -> tf.data.Dataset` of global batches (reseeded by the caller
-        from the step, so a resumed run does not replay the same examples).
-      replica_step: `batch -> dict of float32 scalars` (must include "loss"), one optimisation
-        step on a per-replica batch.
+      make_dataset: `start_step -> tf.data.Dataset` of global batches (reseeded by the caller from
+        the step, so a resumed run does not replay the same examples).
+      replica_step: `batch -> dict of float32 scalars` (with "loss"): one optimisation step on a
+        per-replica batch.
       batch_size: global batch, for clips/s.
-      writer: TensorBoard writer (None: `model_dir/train` on the chief).
-      on_start: called as `on_start(writer, dataset)` on a fresh run (step 0), for run summaries.
+      on_start: `on_start(writer, dataset)`, called on the chief of a fresh run (step 0).
+      nan_hint: advice appended to the non-finite-loss message.
 
     Returns:
       dict: `step`, the last averaged `metrics`, `stopped` (None or "sigterm").
+
+    Raises:
+      TrainingError: a non-finite loss.
     """
     chief = is_chief(strategy)
-    manager = restore(checkpoint, config.model_dir, strategy, config.keep_checkpoints)
+    ckpt_dir = checkpoint_dir(config.model_dir, strategy)
+    manager = tf.train.CheckpointManager(checkpoint, ckpt_dir, max_to_keep=config.keep_checkpoints)
+    latest = latest_checkpoint(config.model_dir)
+    if latest:
+        checkpoint.restore(latest).assert_existing_objects_matched()
     step = optimizer.iterations
     start = int(step.numpy())
+    if latest and chief:
+        print(f"resuming from {latest} at step {start}")
     if start >= config.train_steps:
         print(f"already at step {start} >= train_steps={config.train_steps}; nothing to do")
         return {"step": start, "metrics": {}, "stopped": None}
-    if start:
-        print(f"resuming from {manager.latest_checkpoint} (step {start})")
 
     dataset = make_dataset(start)
     iterator = iter(strategy.experimental_distribute_dataset(dataset))
@@ -112,9 +144,8 @@ def train_loop(config, *, strategy, checkpoint, optimizer, make_dataset, replica
         per_replica = strategy.run(replica_step, args=(next(it),))
         return {k: strategy.reduce(tf.distribute.ReduceOp.MEAN, v, axis=None) for k, v in per_replica.items()}
 
-    if writer is None:
-        writer = (tf.summary.create_file_writer(os.path.join(config.model_dir, "train")) if chief
-                  else tf.summary.create_noop_writer())
+    writer = (tf.summary.create_file_writer(os.path.join(config.model_dir, "train")) if chief
+              else tf.summary.create_noop_writer())
     if chief and start == 0 and on_start is not None:
         on_start(writer, dataset)
 
@@ -129,8 +160,7 @@ def train_loop(config, *, strategy, checkpoint, optimizer, make_dataset, replica
             if not math.isfinite(values["loss"]):
                 raise TrainingError(
                     f"loss is {values['loss']} at step {current}; stopping. The last good checkpoint "
-                    f"({manager.latest_checkpoint or 'none yet'}) was left untouched. Try a lower "
-                    "--learning_rate or --precision=float32."
+                    f"({manager.latest_checkpoint or 'none yet'}) was left untouched. {nan_hint}"
                 )
             for k, v in values.items():
                 sums[k] = sums.get(k, 0.0) + v
@@ -146,18 +176,22 @@ def train_loop(config, *, strategy, checkpoint, optimizer, make_dataset, replica
                 with writer.as_default(step=current):
                     for k, v in metrics.items():
                         tf.summary.scalar(k, v)
-                bar.write(f"step {current}: " + ", ".join(f"{k}={v:.4g}" for k, v in sorted(metrics.items())))
+                if chief:
+                    bar.write(f"step {current}: " + ", ".join(f"{k}={v:.4g}" for k, v in sorted(metrics.items())))
                 sums, count, t0 = {}, 0, time.perf_counter()
             if current % config.checkpoint_every == 0 or current == config.train_steps:
                 manager.save(checkpoint_number=current)
             if stop["signal"]:
                 manager.save(checkpoint_number=current)
-                bar.write(f"received SIGTERM: checkpoint saved at step {current} in {manager.directory}; exiting")
+                if chief:
+                    bar.write(f"received SIGTERM: checkpoint saved at step {current} in {ckpt_dir}; exiting")
                 return {"step": current, "metrics": metrics, "stopped": stop["signal"]}
     finally:
         signal.signal(signal.SIGTERM, previous)
         bar.close()
         writer.flush()
+        if not chief and tf.io.gfile.exists(os.path.dirname(ckpt_dir)):
+            tf.io.gfile.rmtree(os.path.dirname(ckpt_dir))
     return {"step": int(step.numpy()), "metrics": metrics, "stopped": None}
 
 

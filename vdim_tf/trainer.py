@@ -1,36 +1,26 @@
-"""The pretraining loop: VDIM under a tf.distribute strategy, resumable, logged to TensorBoard.
-
-A custom loop rather than `fit`: checkpoints are step-granular (`tf.train.CheckpointManager`, the
-chief writes), SIGTERM saves before exiting, a non-finite loss stops the run without touching the
-last good checkpoint, and the same loop runs under MultiWorkerMirroredStrategy, where Keras 3's
-`fit` fails (STACK.md).
+"""VDIM pretraining: the run's config, the model and optimizer, the input, and the TensorBoard
+summaries of a run; the loop itself (strategies, checkpoints, SIGTERM, NaN stop) is `loop.py`.
 """
 
 import dataclasses
 import json
-import math
 import os
-import signal
-import time
 import zlib
 
 import keras
 import numpy as np
 import tensorflow as tf
 
+from vdim_tf import loop
 from vdim_tf.data import augment as augment_lib
 from vdim_tf.data import pipeline
 from vdim_tf.data import views as views_lib
 from vdim_tf.models import losses
 from vdim_tf.models.encoder import get_preset
+from vdim_tf.loop import STRATEGIES, TrainingError, is_chief, make_strategy  # noqa: F401 (re-exported)
 from vdim_tf.models.vdim import VDIM
 
-STRATEGIES = ("default", "mirrored", "multi_worker")
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
-
-
-class TrainingError(RuntimeError):
-    """A run that cannot continue (non-finite loss); the last good checkpoint is left as it was."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -143,47 +133,6 @@ class WarmupStepDecay(keras.optimizers.schedules.LearningRateSchedule):
                     decay_factor=self.decay_factor)
 
 
-def make_strategy(name):
-    """A tf.distribute strategy by name; `multi_worker` reads the cluster from `TF_CONFIG`.
-
-    Call it before any TensorFlow op runs: `MultiWorkerMirroredStrategy` configures collectives
-    at program start.
-    """
-    if name == "default":
-        return tf.distribute.get_strategy()
-    if name == "mirrored":
-        # MirroredStrategy() alone takes the GPUs or one CPU; all logical CPUs make it usable (and
-        # testable) on a CPU host configured with several.
-        devices = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
-        return tf.distribute.MirroredStrategy([d.name for d in devices])
-    if name == "multi_worker":
-        if "TF_CONFIG" not in os.environ:
-            raise ValueError("strategy='multi_worker' needs the cluster in the TF_CONFIG environment variable")
-        return tf.distribute.MultiWorkerMirroredStrategy()
-    raise ValueError(f"strategy={name!r}: valid values are {STRATEGIES}")
-
-
-def is_chief(strategy):
-    resolver = getattr(strategy, "cluster_resolver", None)
-    if resolver is None or not resolver.cluster_spec().as_dict():
-        return True
-    return resolver.task_type in (None, "chief") or (
-        resolver.task_type == "worker" and resolver.task_id == 0 and "chief" not in resolver.cluster_spec().as_dict()
-    )
-
-
-def checkpoint_dir(model_dir, strategy):
-    """The chief writes to `model_dir/checkpoints`; other workers to a scratch folder they delete.
-
-    Every worker must take part in a save (it may run collectives), but only the chief's copy is
-    kept; all workers restore from the chief's folder, so `model_dir` must be shared storage.
-    """
-    if is_chief(strategy):
-        return os.path.join(model_dir, "checkpoints")
-    resolver = strategy.cluster_resolver
-    return os.path.join(model_dir, f".scratch_{resolver.task_type}_{resolver.task_id}", "checkpoints")
-
-
 def _view_strip(views, max_frames=8):
     """`(T, H, W, 3)` normalised frames → one `(1, H, max_frames·W, 3)` image in [0, 1]."""
     t = views.shape[0]
@@ -226,12 +175,7 @@ def pretrain(config, progress=True, strategy=None):
     """
     config.validate()
     strategy = strategy or make_strategy(config.strategy)
-    replicas = strategy.num_replicas_in_sync
-    if config.batch_size % replicas:
-        raise ValueError(
-            f"batch_size={config.batch_size} does not divide across {replicas} replicas "
-            f"(strategy={config.strategy!r}); use a multiple of {replicas}"
-        )
+    loop.check_batch(config.batch_size, strategy, config.strategy)
     files = _train_files(config.train_data)
     if config.precision != "float32":
         keras.mixed_precision.set_global_policy(config.precision)
@@ -278,41 +222,25 @@ def input_dataset(config, files, strategy, seed, start):
             job_name=f"vdim_pretrain_{run}_{start}",
         ))
         options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
-    else:
-        options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
-    return dataset.with_options(options)
+        return dataset.with_options(options)
+    return loop.shard_per_worker(dataset)
 
 
 def _pretrain(config, files, strategy, progress):
-    chief = is_chief(strategy)
     os.makedirs(config.model_dir, exist_ok=True)
-    if chief:
+    if loop.is_chief(strategy):
         with open(os.path.join(config.model_dir, "config.json"), "w") as f:
             f.write(config.to_json())
-
     if config.seed is not None:
         # The same initial weights in every process: a run is reproducible, and a multi-worker run
         # matches a one-process run on the same global batch.
         keras.utils.set_random_seed(config.seed)
     model, optimizer = build_model(config, strategy)
-    step = optimizer.iterations
-    ckpt = tf.train.Checkpoint(model=model, optimizer=optimizer)
-    ckpt_dir = checkpoint_dir(config.model_dir, strategy)
-    manager = tf.train.CheckpointManager(ckpt, ckpt_dir, max_to_keep=config.keep_checkpoints)
-    latest = tf.train.latest_checkpoint(os.path.join(config.model_dir, "checkpoints"))
-    if latest:
-        ckpt.restore(latest).assert_existing_objects_matched()
-    start = int(step.numpy())
-    if latest and chief:
-        print(f"resuming from {latest} at step {start}")
-    if start >= config.train_steps:
-        print(f"already at step {start} >= train_steps={config.train_steps}; nothing to do")
-        return {"step": start, "metrics": {}, "stopped": None, "model": model}
 
-    # A resumed run reseeds the input pipeline from its step so it does not replay the same clips.
-    seed = None if config.seed is None else config.seed + start
-    dataset = input_dataset(config, files, strategy, seed, start)
-    iterator = iter(strategy.experimental_distribute_dataset(dataset))
+    def make_dataset(start):
+        # A resumed run reseeds the input pipeline from its step so it does not replay the same clips.
+        seed = None if config.seed is None else config.seed + start
+        return input_dataset(config, files, strategy, seed, start)
 
     def replica_step(batch):
         loss, results = model.apply_gradients_step(batch["view1"], batch["view2"])
@@ -322,65 +250,16 @@ def _pretrain(config, files, strategy, progress):
             out[f"acc_{j}_{k}"] = a
         return out
 
-    @tf.function(jit_compile=config.jit_compile or None)
-    def train_step(it):
-        per_replica = strategy.run(replica_step, args=(next(it),))
-        return {k: strategy.reduce(tf.distribute.ReduceOp.MEAN, v, axis=None) for k, v in per_replica.items()}
-
-    writer = tf.summary.create_file_writer(os.path.join(config.model_dir, "train")) if chief else tf.summary.create_noop_writer()
-    if chief and start == 0:
-        _write_run_summaries(writer, config, dataset)
-
-    stop = {"signal": None}
-    previous = signal.signal(signal.SIGTERM, lambda *_: stop.update(signal="sigterm"))
-    bar = _progress(progress and chief, start, config.train_steps)
-    metrics = {}
-    sums, count, t0 = {}, 0, time.perf_counter()
-    try:
-        while int(step.numpy()) < config.train_steps:
-            values = {k: float(v) for k, v in train_step(iterator).items()}
-            current = int(step.numpy())
-            if not math.isfinite(values["loss"]):
-                raise TrainingError(
-                    f"loss is {values['loss']} at step {current}; stopping. The last good checkpoint "
-                    f"({manager.latest_checkpoint or 'none yet'}) was left untouched. Try a lower "
-                    "--learning_rate, keep --tanh_clip on, or --precision=float32."
-                )
-            for k, v in values.items():
-                sums[k] = sums.get(k, 0.0) + v
-            count += 1
-            bar.update(1)
-            bar.set_postfix(loss=f"{values['loss']:.3f}")
-            if current % config.log_every == 0 or current == config.train_steps:
-                elapsed = time.perf_counter() - t0
-                metrics = {k: v / count for k, v in sums.items()}
-                metrics["clips_per_second"] = count * config.batch_size / elapsed
-                metrics["step_time_seconds"] = elapsed / count
-                metrics["learning_rate"] = float(optimizer.learning_rate)
-                with writer.as_default(step=current):
-                    for k, v in metrics.items():
-                        tf.summary.scalar(k, v)
-                bar.write(f"step {current}: " + ", ".join(f"{k}={v:.4g}" for k, v in sorted(metrics.items())))
-                sums, count, t0 = {}, 0, time.perf_counter()
-            if current % config.checkpoint_every == 0 or current == config.train_steps:
-                manager.save(checkpoint_number=current)
-            if stop["signal"]:
-                manager.save(checkpoint_number=current)
-                bar.write(f"received SIGTERM: checkpoint saved at step {current} in {ckpt_dir}; exiting")
-                return {"step": current, "metrics": metrics, "stopped": stop["signal"], "model": model}
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-        bar.close()
-        writer.flush()
-        if not chief and tf.io.gfile.exists(os.path.dirname(ckpt_dir)):
-            tf.io.gfile.rmtree(os.path.dirname(ckpt_dir))
-    return {"step": int(step.numpy()), "metrics": metrics, "stopped": None, "model": model}
-
-
-def _progress(enabled, start, total):
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, initial=start, disable=not enabled, unit="step", dynamic_ncols=True, mininterval=2.0)
+    loop_config = loop.LoopConfig(config.model_dir, config.train_steps, config.checkpoint_every,
+                                  config.keep_checkpoints, config.log_every, config.jit_compile)
+    result = loop.train_loop(
+        loop_config, strategy=strategy, checkpoint=tf.train.Checkpoint(model=model, optimizer=optimizer),
+        optimizer=optimizer, make_dataset=make_dataset, replica_step=replica_step, batch_size=config.batch_size,
+        progress=progress, on_start=lambda writer, dataset: _write_run_summaries(writer, config, dataset),
+        nan_hint="Try a lower --learning_rate, keep --tanh_clip on, or --precision=float32.",
+    )
+    result["model"] = model
+    return result
 
 
 def _write_run_summaries(writer, config, dataset):

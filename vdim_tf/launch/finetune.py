@@ -95,8 +95,10 @@ def main(argv):
     from vdim_tf import finetune, loop
 
     try:
+        # Before any other TensorFlow op: MultiWorkerMirroredStrategy configures collectives at start.
+        strategy = loop.make_strategy(FLAGS.strategy)
         config = config_from_flags()
-        result = finetune.finetune(config)
+        result = finetune.finetune(config, strategy=strategy)
     except (ValueError, FileNotFoundError) as e:
         sys.exit(f"finetune: error: {e}")
     except loop.TrainingError as e:
