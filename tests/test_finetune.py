@@ -135,3 +135,25 @@ def test_killed_finetune_resumes_from_its_last_checkpoint(tiny_synthetic, tmp_pa
     assert out.returncode == 0, out.stderr[-2000:]
     assert f"at step {killed_at}" in out.stdout
     assert f"done: step {killed_at + 2}" in out.stdout
+
+
+def test_every_finetune_flagfile_parses_with_the_finetune_flags():
+    """Flag names and values of configs/*finetune*.cfg are valid (a subprocess: the finetune and
+    pretrain launchers define flags of the same names, which absl allows once per process)."""
+    configs = sorted(str(p) for p in (REPO_ROOT / "configs").glob("*finetune*.cfg"))
+    assert len(configs) >= 4
+    script = (
+        "import sys\n"
+        "from vdim_tf.launch import finetune as f\n"
+        "for path in sys.argv[1:]:\n"
+        "    f.FLAGS.unparse_flags()\n"
+        "    f.FLAGS(['finetune', '--flagfile=' + path])\n"
+        "    assert f.FLAGS.model_dir and f.FLAGS.train_steps, path\n"
+        "    print(path, f.FLAGS.encoder, f.FLAGS.num_views, f.FLAGS.decay_every)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script, *configs], cwd=REPO_ROOT, capture_output=True, text=True,
+                         env={**os.environ, "PYTHONPATH": str(REPO_ROOT), "TF_CPP_MIN_LOG_LEVEL": "2"}, timeout=120)
+    assert out.returncode == 0, out.stderr[-3000:]
+    lines = dict(line.split(" ", 1) for line in out.stdout.strip().splitlines())
+    assert lines[str(REPO_ROOT / "configs" / "hmdb51_finetune_from_kinetics.cfg")] == "paper 2 400"
+    assert lines[str(REPO_ROOT / "configs" / "demo_finetune.cfg")] == "cpu 2 0"
