@@ -137,14 +137,13 @@ def test_mirrored_strategy_matches_single_device():
     single_hist, single_w = _one_step(tf.distribute.OneDeviceStrategy(devices[0]), weights, batch)
     mirrored_hist, mirrored_w = _one_step(tf.distribute.MirroredStrategy(devices[:2]), weights, batch)
     np.testing.assert_allclose(mirrored_hist["loss"], single_hist["loss"], rtol=1e-4)
-    changed = 0
-    for before, a, b in zip(weights, single_w, mirrored_w):
-        # Compare the updates, relative to their size: a replica-scaling error would be off by 100%;
-        # summation order across replicas leaves differences of ~1% on a loaded 2-core machine.
-        update, mirrored_update = a - before, b - before
-        scale = np.abs(update).max()
-        assert np.abs(mirrored_update - update).max() <= 3e-2 * scale + 1e-6
-        changed += int(scale > 1e-6)
+    updates = np.concatenate([(a - w).ravel() for w, a in zip(weights, single_w)])
+    mirrored_updates = np.concatenate([(b - w).ravel() for w, b in zip(weights, mirrored_w)])
+    # The whole update, compared by norm: a replica-scaling error would be off by 100%; summation
+    # order across replicas leaves far less (single entries with tiny gradients can differ more).
+    error = np.linalg.norm(mirrored_updates - updates) / np.linalg.norm(updates)
+    assert error < 1e-2, f"relative difference of the updates: {error:.2e}"
+    changed = sum(int(np.abs(a - w).max() > 1e-6) for w, a in zip(weights, single_w))
     assert changed > len(weights) // 2, "the step should have moved most variables"
 
 
