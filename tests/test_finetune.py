@@ -157,3 +157,15 @@ def test_every_finetune_flagfile_parses_with_the_finetune_flags():
     lines = dict(line.split(" ", 1) for line in out.stdout.strip().splitlines())
     assert lines[str(REPO_ROOT / "configs" / "hmdb51_finetune_from_kinetics.cfg")] == "paper 2 400"
     assert lines[str(REPO_ROOT / "configs" / "demo_finetune.cfg")] == "cpu 2 0"
+
+
+def test_single_frame_baseline_cannot_see_motion():
+    model = finetune.make_classifier(finetune.ClassifierConfig(
+        encoder_preset="cpu", embedding_dim=32, num_views=1, hidden_units=32, single_frame=True), 2).build_for(16, 64)
+    clip = tf.random.stateless_normal((1, 1, 16, 64, 64, 3), seed=(1, 1))
+    still = tf.repeat(clip[:, :, :1], 16, axis=2)
+    np.testing.assert_allclose(model(clip).numpy(), model(still).numpy(), rtol=1e-5, atol=1e-6)
+    moving = finetune.make_classifier(finetune.ClassifierConfig(
+        encoder_preset="cpu", embedding_dim=32, num_views=1, hidden_units=32), 2).build_for(16, 64)
+    moving.set_weights(model.get_weights())
+    assert np.abs(moving(clip).numpy() - moving(still).numpy()).max() > 1e-4

@@ -38,6 +38,7 @@ class ClassifierConfig:
     dropout: float = 0.2
     freeze_encoder: bool = False
     block_batch_norm: bool = False
+    single_frame: bool = False
 
 
 @dataclasses.dataclass(frozen=True)

@@ -27,6 +27,8 @@ flags.DEFINE_integer("embedding_dim", None, "Output size of φ_g (paper: 512); m
                      "Default: 512 paper, 128 cpu.")
 flags.DEFINE_string("pretrained", None, "Pretraining run folder or checkpoint prefix; absent = random init.")
 flags.DEFINE_bool("freeze_encoder", False, "Train only the classifier on frozen φ_g∘Ψ features (probe).")
+flags.DEFINE_bool("single_frame", False, "Baseline: the encoder sees each view's first frame repeated "
+                  "over time, so it cannot use motion.")
 flags.DEFINE_integer("num_views", 4, "K views per example at offsets 0, T, 2T, ... (paper §4.1: 1-4; "
                      "4 for UCF-101, 2 for HMDB-51).")
 flags.DEFINE_integer("final_length", None, "Frames per view after downsampling (paper: 32). Default: "
@@ -72,6 +74,7 @@ def config_from_flags():
             hidden_units=FLAGS.hidden_units,
             dropout=FLAGS.dropout,
             freeze_encoder=FLAGS.freeze_encoder,
+            single_frame=FLAGS.single_frame,
         ),
         final_length=FLAGS.final_length or preset.frames,
         factor=FLAGS.factor,

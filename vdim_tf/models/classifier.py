@@ -22,6 +22,8 @@ class VideoClassifier(keras.Model):
       freeze_encoder: train only the classifier on frozen φ_g∘Ψ features (linear/MLP probe);
         the frozen encoder runs in inference mode (batch-norm moving statistics).
       block_batch_norm: as in `Encoder`.
+      single_frame: feed the encoder each view's first frame repeated over time (a baseline that
+        cannot see motion).
 
     Call arguments:
       views: float `(B, K, T, H, W, 3)`, normalised.
@@ -32,7 +34,8 @@ class VideoClassifier(keras.Model):
     """
 
     def __init__(self, num_classes, encoder_preset="paper", embedding_dim=512, num_views=4,
-                 hidden_units=1024, dropout=0.2, freeze_encoder=False, block_batch_norm=False, **kwargs):
+                 hidden_units=1024, dropout=0.2, freeze_encoder=False, block_batch_norm=False,
+                 single_frame=False, **kwargs):
         super().__init__(**kwargs)
         self.num_classes = num_classes
         self.encoder_preset = encoder_preset
@@ -42,6 +45,7 @@ class VideoClassifier(keras.Model):
         self.dropout_rate = dropout
         self.freeze_encoder = freeze_encoder
         self.block_batch_norm = block_batch_norm
+        self.single_frame = single_frame
         self.global_layer = get_preset(encoder_preset).global_layer
         self.encoder = Encoder(preset=encoder_preset, block_batch_norm=block_batch_norm, name="encoder")
         self.head = ContrastiveHead(embedding_dim, name=f"head_{self.global_layer}")
@@ -55,6 +59,8 @@ class VideoClassifier(keras.Model):
     def embed(self, clips, training=False):
         """φ_g∘Ψ of single clips: `(N, T, H, W, 3)` → `(N, embedding_dim)`."""
         training = training and not self.freeze_encoder
+        if self.single_frame:
+            clips = tf.repeat(clips[:, :1], tf.shape(clips)[1], axis=1)
         features = self.encoder(clips, training=training)[self.global_layer]
         out = self.head(features, training=training)
         return tf.reshape(out, [tf.shape(out)[0], self.embedding_dim])
@@ -79,5 +85,6 @@ class VideoClassifier(keras.Model):
             num_classes=self.num_classes, encoder_preset=self.encoder_preset, embedding_dim=self.embedding_dim,
             num_views=self.num_views, hidden_units=self.hidden_units, dropout=self.dropout_rate,
             freeze_encoder=self.freeze_encoder, block_batch_norm=self.block_batch_norm,
+            single_frame=self.single_frame,
         )
         return config
