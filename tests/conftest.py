@@ -41,3 +41,23 @@ def tiny_synthetic(tmp_path_factory):
     generate_synthetic_dataset(str(root), SyntheticConfig(
         num_classes=2, train_videos_per_class=4, test_videos_per_class=2, num_frames=40))
     return root
+
+
+@pytest.fixture(scope="session")
+def pretrained_run(tiny_synthetic, tmp_path_factory):
+    """A 2-step VDIM pretraining run of the CPU preset (embedding 32) on `tiny_synthetic`."""
+    from vdim_tf import trainer
+    from vdim_tf.data import augment as augment_lib
+    from vdim_tf.data import views as views_lib
+
+    model_dir = tmp_path_factory.mktemp("pretrain")
+    config = trainer.PretrainConfig(
+        train_data=str(tiny_synthetic / "train" / "*.tfrecord"), model_dir=str(model_dir), train_steps=2,
+        batch_size=4, model=trainer.ModelConfig(encoder_preset="cpu", embedding_dim=32,
+                                                antecedent_layers=(5, 6), consequent_layers=(6,)),
+        views=views_lib.ViewConfig.two_views(final_length=16, factor2=2),
+        augment=augment_lib.AugmentConfig(output_size=64),
+        optim=trainer.OptimConfig(warmup_steps=1), checkpoint_every=2, log_every=1,
+    )
+    trainer.pretrain(config, progress=False)
+    return model_dir

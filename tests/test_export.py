@@ -353,21 +353,6 @@ def test_predict_prints_a_table_and_exits_0_when_all_files_are_predicted(export_
 # --- encoder-only export of a pretraining run ------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def pretrained_run(tiny_synthetic, tmp_path_factory):
-    model_dir = tmp_path_factory.mktemp("pretrain")
-    config = trainer.PretrainConfig(
-        train_data=str(tiny_synthetic / "train" / "*.tfrecord"), model_dir=str(model_dir), train_steps=1,
-        batch_size=4, model=trainer.ModelConfig(encoder_preset="cpu", embedding_dim=32,
-                                                antecedent_layers=(5, 6), consequent_layers=(6,)),
-        views=views_lib.ViewConfig.two_views(final_length=16, factor2=2),
-        augment=augment_lib.AugmentConfig(output_size=64),
-        optim=trainer.OptimConfig(warmup_steps=1), checkpoint_every=1, log_every=1,
-    )
-    trainer.pretrain(config, progress=False)
-    return model_dir
-
-
 def test_export_command_writes_an_encoder_for_a_pretraining_run(pretrained_run, videos, tmp_path):
     target = tmp_path / "encoder" / "1"
     result = subprocess.run(

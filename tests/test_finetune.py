@@ -39,21 +39,6 @@ def _finetune_config(data_root, model_dir, **overrides):
     return finetune.FinetuneConfig(**base)
 
 
-@pytest.fixture(scope="module")
-def pretrained_run(tiny_synthetic, tmp_path_factory):
-    model_dir = tmp_path_factory.mktemp("pretrain")
-    config = trainer.PretrainConfig(
-        train_data=str(tiny_synthetic / "train" / "*.tfrecord"), model_dir=str(model_dir), train_steps=2,
-        batch_size=4, model=trainer.ModelConfig(encoder_preset="cpu", embedding_dim=32,
-                                                antecedent_layers=(5, 6), consequent_layers=(6,)),
-        views=views_lib.ViewConfig.two_views(final_length=16, factor2=2),
-        augment=augment_lib.AugmentConfig(output_size=64),
-        optim=trainer.OptimConfig(warmup_steps=1), checkpoint_every=2, log_every=1,
-    )
-    trainer.pretrain(config, progress=False)
-    return model_dir
-
-
 def test_pretrained_encoder_and_head_are_loaded(tiny_synthetic, pretrained_run):
     from vdim_tf.models.vdim import VDIM
     import json

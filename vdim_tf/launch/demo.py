@@ -33,11 +33,38 @@ FLAGS = flags.FLAGS
 REPO = os.path.normpath(os.path.join(os.path.dirname(__file__), "..", ".."))
 
 
+# Lines TensorFlow prints at start-up whatever the log level (before absl logging is set up), and
+# Grappler's harmless notice (WORKSPACE.md, "Known messages"): kept out of the demo's output.
+_NOISE = (b"All log messages before absl::InitializeLog", b"oneDNN custom operations are on",
+          b"remapper failed", b"cpu_feature_guard", b"To enable the following instructions")
+
+
+def _forward_stderr(stream):
+    """Copies a child's stderr to ours without the start-up noise, keeping progress bars live."""
+    pending = b""
+    while chunk := os.read(stream.fileno(), 4096):
+        pending += chunk
+        *lines, pending = pending.split(b"\n")
+        for line in lines:
+            if not any(n in line for n in _NOISE):
+                sys.stderr.buffer.write(line + b"\n")
+        if b"\r" in pending and not any(n in pending for n in _NOISE):
+            cut = pending.rindex(b"\r")
+            sys.stderr.buffer.write(pending[:cut])
+            pending = pending[cut:]
+        sys.stderr.buffer.flush()
+    if pending and not any(n in pending for n in _NOISE):
+        sys.stderr.buffer.write(pending)
+        sys.stderr.buffer.flush()
+
+
 def _step(title, module, *args):
     cmd = [sys.executable, "-m", f"vdim_tf.launch.{module}", *args]
     print(f"\n=== {title}\n$ python -m vdim_tf.launch.{module} {' '.join(args)}", flush=True)
     start = time.perf_counter()
-    code = subprocess.call(cmd)
+    process = subprocess.Popen(cmd, stderr=subprocess.PIPE)
+    _forward_stderr(process.stderr)
+    code = process.wait()
     if code != 0:
         sys.exit(f"[demo] step '{title}' failed with exit status {code}; see the output above")
     print(f"[demo] {title}: {time.perf_counter() - start:.0f} s", flush=True)
