@@ -9,7 +9,7 @@ For every seed, in one process:
 Prints a table of means and standard deviations over the seeds, and writes every figure to
 `--out/evidence.json`.
 
-    python bench/evidence.py [--seeds 0,1,2] [--pretrain_steps 600] [--finetune_steps 300]
+    python bench/evidence.py [--seeds 0,1,2] [--pretrain_steps 1500] [--finetune_steps 600]
 """
 
 import argparse
@@ -68,8 +68,8 @@ def finetune_config(data, model_dir, steps, seed, pretrained, freeze_encoder=Fal
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", default="0,1,2")
-    parser.add_argument("--pretrain_steps", type=int, default=600)
-    parser.add_argument("--finetune_steps", type=int, default=300)
+    parser.add_argument("--pretrain_steps", type=int, default=1500)
+    parser.add_argument("--finetune_steps", type=int, default=600)
     parser.add_argument("--data", default=os.path.join("data", "synthetic"))
     parser.add_argument("--out", default=os.path.join("runs", "evidence"))
     args = parser.parse_args()
