@@ -4,13 +4,16 @@ Writes temporary records (160x128 frames, 100 frames per video), then measures, 
   - decode ceiling: `tf.io.decode_jpeg` of the same frames in a parallel tf.data map, converted to
     clips/s by dividing by the distinct frames one clip decodes;
   - `pretrain_dataset` for the paper setting (two views of 32 frames, view 2 downsampled by 2,
-    128x128) and the CPU preset (16 frames, 64x64), full augmentation.
+    128x128) and the CPU preset (16 frames, 64x64), full augmentation;
+  - the rate at which the matching train step (float32, views already in memory) consumes clips,
+    so the pipeline's headroom over training is one ratio from one run.
 
-    python bench/input_pipeline.py [--seconds 15] [--batch_size 8] [--videos 24]
+    python bench/input_pipeline.py [--seconds 15] [--batch_size 8] [--videos 24] [--train_steps 3]
 """
 
 import argparse
 import os
+import sys
 import tempfile
 import time
 
@@ -18,6 +21,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np
 import tensorflow as tf
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from vdim_tf.data import pipeline
 from vdim_tf.data.augment import AugmentConfig
@@ -91,11 +97,14 @@ def main():
     parser.add_argument("--seconds", type=float, default=15.0, help="measuring time per setting")
     parser.add_argument("--batch_size", type=int, default=8)
     parser.add_argument("--videos", type=int, default=24)
+    parser.add_argument("--train_steps", type=int, default=3,
+                        help="train steps timed per setting (on in-memory views) for the consumption "
+                        "rate; 0 skips it")
     args = parser.parse_args()
 
     settings = {
-        "paper (2 views x 32 frames, 128x128)": (ViewConfig.two_views(32), AugmentConfig(output_size=128)),
-        "CPU preset (2 views x 16 frames, 64x64)": (ViewConfig.two_views(16), AugmentConfig(output_size=64)),
+        "paper (2 views x 32 frames, 128x128)": (ViewConfig.two_views(32), AugmentConfig(output_size=128), "paper"),
+        "CPU preset (2 views x 16 frames, 64x64)": (ViewConfig.two_views(16), AugmentConfig(output_size=64), "cpu"),
     }
     with tempfile.TemporaryDirectory() as folder:
         pattern, jpeg_frames = write_records(folder, args.videos)
@@ -106,13 +115,22 @@ def main():
               f"{mean_kb:.1f} KiB per JPEG frame; batch {args.batch_size}; {args.seconds:.0f} s per measurement")
         decode_fps, decode_cpu_ms = decode_frames_per_second(jpeg_frames, args.seconds)
         print(f"JPEG decode ceiling: {decode_fps:,.0f} frames/s ({decode_cpu_ms:.2f} CPU ms per frame)")
-        for name, (views, augment) in settings.items():
+        for name, (views, augment, preset) in settings.items():
             dataset = pipeline.pretrain_dataset(pattern, views, augment, args.batch_size, seed=0)
             clips, cpu_ms = _rate(iter(dataset), args.batch_size, args.seconds)
             per_clip = distinct_frames_per_clip(views)
             ceiling = decode_fps / per_clip
             print(f"{name}: {clips:6.1f} clips/s, {cpu_ms:5.1f} CPU ms per clip  (decode ceiling {ceiling:6.1f} "
                   f"clips/s at {per_clip} decoded frames per clip: pipeline at {100 * clips / ceiling:.0f}% of it)")
+            if args.train_steps:
+                from train_step import measure  # bench/train_step.py
+
+                # The paper preset's step is seconds long on a CPU: time it at batch 2.
+                batch = args.batch_size if preset == "cpu" else min(args.batch_size, 2)
+                seconds, _ = measure(preset, "float32", batch, args.train_steps, False)
+                consumed = batch / seconds
+                print(f"  {preset} train step consumes {consumed:6.1f} clips/s (batch {batch}, float32): the "
+                      f"pipeline alone delivers {clips / consumed:.1f}x that")
 
 
 if __name__ == "__main__":
