@@ -27,6 +27,8 @@ flags.DEFINE_integer("embedding_dim", None, "Output size of φ_g (paper: 512); m
                      "Default: 512 paper, 128 cpu.")
 flags.DEFINE_string("pretrained", None, "Pretraining run folder or checkpoint prefix; absent = random init.")
 flags.DEFINE_bool("freeze_encoder", False, "Train only the classifier on frozen φ_g∘Ψ features (probe).")
+flags.DEFINE_bool("block_batch_norm", False, "Batch norm inside residual blocks; must match --pretrained's "
+                  "(AMDIM: off).")
 flags.DEFINE_bool("single_frame", False, "Baseline: the encoder sees each view's first frame repeated "
                   "over time, so it cannot use motion.")
 flags.DEFINE_integer("num_views", 4, "K views per example at offsets 0, T, 2T, ... (paper §4.1: 1-4; "
@@ -75,6 +77,7 @@ def config_from_flags():
             dropout=FLAGS.dropout,
             freeze_encoder=FLAGS.freeze_encoder,
             single_frame=FLAGS.single_frame,
+            block_batch_norm=FLAGS.block_batch_norm,
         ),
         final_length=FLAGS.final_length or preset.frames,
         factor=FLAGS.factor,
