@@ -139,10 +139,12 @@ def test_mirrored_strategy_matches_single_device():
     np.testing.assert_allclose(mirrored_hist["loss"], single_hist["loss"], rtol=1e-4)
     updates = np.concatenate([(a - w).ravel() for w, a in zip(weights, single_w)])
     mirrored_updates = np.concatenate([(b - w).ravel() for w, b in zip(weights, mirrored_w)])
-    # The whole update, compared by norm: a replica-scaling error would be off by 100%; summation
-    # order across replicas leaves far less (single entries with tiny gradients can differ more).
+    # The whole update, compared by norm: a replica-scaling error would be off by 100% (a missing
+    # gather already changes the loss above). Summation order across replicas and threads leaves
+    # 0.1-2% on this 2-core machine under load (batch-norm gradients are differences of large
+    # terms), hence the 10% bound.
     error = np.linalg.norm(mirrored_updates - updates) / np.linalg.norm(updates)
-    assert error < 1e-2, f"relative difference of the updates: {error:.2e}"
+    assert error < 0.1, f"relative difference of the updates: {error:.2e}"
     changed = sum(int(np.abs(a - w).max() > 1e-6) for w, a in zip(weights, single_w))
     assert changed > len(weights) // 2, "the step should have moved most variables"
 
