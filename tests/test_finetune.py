@@ -154,3 +154,13 @@ def test_single_frame_baseline_cannot_see_motion():
         encoder_preset="cpu", embedding_dim=32, num_views=1, hidden_units=32), 2).build_for(16, 64)
     moving.set_weights(model.get_weights())
     assert np.abs(moving(clip).numpy() - moving(still).numpy()).max() > 1e-4
+
+
+def test_resuming_with_other_settings_is_refused_naming_them(tiny_synthetic, tmp_path):
+    config = _finetune_config(tiny_synthetic, tmp_path / "run")
+    finetune.finetune(config, progress=False)
+    changed = dataclasses.replace(config, train_steps=4, learning_rate=5e-4)
+    with pytest.raises(ValueError, match=r"learning_rate: 0\.001 in the run, 0\.0005 now"):
+        finetune.finetune(changed, progress=False)
+    # Only how long it runs changed: resuming is fine.
+    assert finetune.finetune(dataclasses.replace(config, train_steps=3), progress=False)["step"] == 3

@@ -194,6 +194,7 @@ def finetune(config, progress=True, strategy=None):
     loop.check_batch(config.batch_size, strategy, config.strategy)
     files = pipeline.list_files(config.train_data)
     os.makedirs(config.model_dir, exist_ok=True)
+    loop.check_resume(config.model_dir, config.to_dict())
     if config.seed is not None:
         keras.utils.set_random_seed(config.seed)
     with strategy.scope():

@@ -91,6 +91,37 @@ def latest_checkpoint(model_dir):
     return tf.train.latest_checkpoint(os.path.join(model_dir, "checkpoints"))
 
 
+# Settings a resumed run may change: how long and how it runs, not what it trains.
+RESUMABLE_CHANGES = ("train_steps", "checkpoint_every", "keep_checkpoints", "log_every", "strategy",
+                     "jit_compile", "data_service_address", "precision")
+
+
+def check_resume(model_dir, config_dict, config_file="config.json"):
+    """Refuses to resume a run whose checkpoints were made with different settings.
+
+    A run folder with checkpoints and a `config.json` that differs from `config_dict` in anything
+    but `RESUMABLE_CHANGES` would otherwise continue silently with the new settings (or, when
+    finished, report the old run as if it were the new one).
+
+    Raises:
+      ValueError: naming the differing settings and both values.
+    """
+    path = os.path.join(model_dir, config_file)
+    if latest_checkpoint(model_dir) is None or not os.path.exists(path):
+        return
+    import json
+
+    with open(path) as f:
+        saved = json.load(f)
+    current = json.loads(json.dumps(config_dict, default=str))
+    changed = sorted(k for k in set(saved) | set(current)
+                     if k not in RESUMABLE_CHANGES and saved.get(k) != current.get(k))
+    if changed:
+        details = "; ".join(f"{k}: {saved.get(k)!r} in the run, {current.get(k)!r} now" for k in changed)
+        raise ValueError(f"model_dir={model_dir} holds a run with other settings ({details}). Use a new "
+                         "--model_dir, or the run's own settings to resume it.")
+
+
 def shard_per_worker(dataset):
     """Every worker builds the same seeded pipeline and keeps its part of each global batch, so
     the global batches are those of a one-process run whatever the number of workers or files."""

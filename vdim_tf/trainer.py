@@ -228,6 +228,7 @@ def input_dataset(config, files, strategy, seed, start):
 
 def _pretrain(config, files, strategy, progress):
     os.makedirs(config.model_dir, exist_ok=True)
+    loop.check_resume(config.model_dir, dataclasses.asdict(config))
     if loop.is_chief(strategy):
         with open(os.path.join(config.model_dir, "config.json"), "w") as f:
             f.write(config.to_json())
