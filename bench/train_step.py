@@ -6,6 +6,8 @@ Measured in one run, on whatever device TensorFlow sees (CPU here; the same scri
     chosen presets and precisions, on random views already in memory (no input pipeline);
   - FLOPs per step counted analytically from the block table (2·k·C_in·C_out per output location
     of every conv, ×3 for forward + backward), so achieved FLOP/s = FLOPs per step / step time;
+  - the encoder's share of the step: the encoder alone (forward + backward on both views, no heads,
+    loss or optimizer) timed the same way, divided by the full step time;
   - peak memory: on GPU from `tf.config.experimental.get_memory_info`; on CPU the process's peak
     RSS after each batch size, from which memory per clip and the largest batch that fits are
     estimated.
@@ -70,7 +72,7 @@ def peak_rss_bytes():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
-def measure(preset, precision, batch, steps, jit_compile):
+def measure(preset, precision, batch, steps, jit_compile, encoder_share=False):
     keras.mixed_precision.set_global_policy(precision)
     try:
         p = PRESETS[preset]
@@ -86,17 +88,35 @@ def measure(preset, precision, batch, steps, jit_compile):
             loss, _ = model.apply_gradients_step(v["view1"], v["view2"])
             return loss
 
-        float(step(views))  # trace + warm up
-        float(step(views))
-        start = time.perf_counter()
-        for _ in range(steps):
-            loss = step(views)
-        float(loss)
-        seconds = (time.perf_counter() - start) / steps
+        seconds = _time(step, views, steps)
+        encoder_seconds = None
+        if encoder_share:
+            # The encoder alone, forward and backward on both views, with no heads, loss or
+            # optimizer: what the train step would cost if everything else were free.
+            encoder_vars = model.encoder.trainable_variables
+
+            @tf.function(jit_compile=jit_compile or None)
+            def encoder_step(v):
+                with tf.GradientTape() as tape:
+                    out = [model.encoder(v[k], training=True)[p.global_layer] for k in ("view1", "view2")]
+                    total = tf.add_n([tf.reduce_sum(tf.cast(o, tf.float32)) for o in out])
+                return tape.gradient(total, encoder_vars)[0][0, 0, 0, 0, 0]
+
+            encoder_seconds = _time(encoder_step, views, steps)
     finally:
         keras.mixed_precision.set_global_policy("float32")
     flops = 3 * 2 * conv_flops_forward(preset, batch)  # two views, forward + backward
-    return seconds, flops
+    return (seconds, flops, encoder_seconds) if encoder_share else (seconds, flops)
+
+
+def _time(fn, views, steps):
+    float(fn(views))  # trace + warm up
+    float(fn(views))
+    start = time.perf_counter()
+    for _ in range(steps):
+        out = fn(views)
+    float(out)
+    return (time.perf_counter() - start) / steps
 
 
 def main():
@@ -123,14 +143,16 @@ def main():
     for k, v in peaks.items():
         print(f"matmul peak {n}x{n} {k.replace('mixed_', ''):<9}: {v / 1e9:,.0f} GFLOP/s")
     print(f"{'preset':<6} {'precision':<15} {'batch':>5} {'step s':>8} {'clips/s':>8} {'GFLOP/step':>11} "
-          f"{'GFLOP/s':>9} {'of peak':>8}")
+          f"{'GFLOP/s':>9} {'of peak':>8} {'encoder share':>14}")
     for preset in args.presets.split(","):
         batch = int(batches[preset])
         for precision in precisions:
-            seconds, flops = measure(preset, precision, batch, args.steps, args.jit_compile)
+            seconds, flops, encoder_seconds = measure(preset, precision, batch, args.steps, args.jit_compile,
+                                                      encoder_share=True)
             achieved = flops / seconds
             print(f"{preset:<6} {precision:<15} {batch:>5} {seconds:>8.3f} {batch / seconds:>8.2f} "
-                  f"{flops / 1e9:>11.1f} {achieved / 1e9:>9.1f} {achieved / peaks[precision]:>8.1%}", flush=True)
+                  f"{flops / 1e9:>11.1f} {achieved / 1e9:>9.1f} {achieved / peaks[precision]:>8.1%} "
+                  f"{encoder_seconds / seconds:>14.0%}", flush=True)
     if args.memory_batches:
         for item in args.memory_batches.split(";"):
             preset, sizes = item.split("=")
