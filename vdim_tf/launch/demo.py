@@ -91,7 +91,7 @@ def main(argv):
               f"--synthetic_dir={data}", f"--model_dir={model_dir}", f"--train_steps={finetune_steps}", *extra)
     _step("4/6 evaluate both", "evaluate", f"--model_dir={','.join(runs.values())}")
     _step("5/6 export the pretrained-then-fine-tuned classifier", "export",
-          f"--model_dir={runs['VDIM-pretrained']}", f"--export_dir={export_dir}")
+          f"--model_dir={runs['VDIM-pretrained']}", f"--export_dir={export_dir}", "--overwrite")
     video_dir = os.path.join(data, "videos", "test")
     video = os.path.join(video_dir, sorted(os.listdir(video_dir))[0])
     video = os.path.join(video, sorted(os.listdir(video))[0])
