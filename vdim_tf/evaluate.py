@@ -87,11 +87,10 @@ def run_windows(model, dataset, progress=True):
 
     @tf.function
     def step(views):
-        logits = model(views, training=False)
-        shape = tf.shape(views)
-        clips = tf.reshape(views, tf.concat([[shape[0] * shape[1]], shape[2:]], axis=0))
-        features = tf.reshape(model.embed(clips, training=False), [shape[0], shape[1], -1])
-        return tf.nn.softmax(logits), tf.reduce_mean(features, axis=1)
+        # One encoder pass gives both the classifier's input and the retrieval features.
+        embeddings = model.embed_views(views, training=False)
+        logits = model.classify_embeddings(embeddings, training=False)
+        return tf.nn.softmax(logits), tf.reduce_mean(embeddings, axis=1)
 
     probs, feats, labels, ids = [], [], [], []
     for batch in tqdm(dataset, disable=not progress, unit="batch", desc="windows", mininterval=2.0):

@@ -16,7 +16,7 @@ from vdim_tf.data import augment as augment_lib
 from vdim_tf.data import pipeline
 from vdim_tf.data import views as views_lib
 from vdim_tf.models import losses
-from vdim_tf.models.encoder import get_preset
+from vdim_tf.models.encoder import get_preset, minimum_input
 from vdim_tf.loop import STRATEGIES, TrainingError, is_chief, make_strategy  # noqa: F401 (re-exported)
 from vdim_tf.models.vdim import VDIM
 
@@ -95,8 +95,6 @@ class PretrainConfig:
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}={getattr(self, name)}: must be >= 1")
         preset = get_preset(self.model.encoder_preset)
-        from vdim_tf.models.encoder import minimum_input
-
         min_frames, min_size = minimum_input(preset.blocks)
         if self.views.final_length < min_frames or self.augment.output_size < min_size:
             raise ValueError(

@@ -65,13 +65,21 @@ class VideoClassifier(keras.Model):
         out = self.head(features, training=training)
         return tf.reshape(out, [tf.shape(out)[0], self.embedding_dim])
 
-    def call(self, views, training=None):
+    def embed_views(self, views, training=False):
+        """φ_g∘Ψ of every view: `(B, K, T, H, W, 3)` → `(B, K, embedding_dim)`."""
         shape = tf.shape(views)
         clips = tf.reshape(views, tf.concat([[shape[0] * shape[1]], shape[2:]], axis=0))
         clips = tf.ensure_shape(clips, [None, *views.shape[2:]])
-        embeddings = tf.reshape(self.embed(clips, training=bool(training)), [shape[0], self.num_views * self.embedding_dim])
-        h = self.dropout(self.hidden(tf.cast(embeddings, self.hidden.compute_dtype)), training=training)
+        return tf.reshape(self.embed(clips, training=training), [shape[0], shape[1], self.embedding_dim])
+
+    def classify_embeddings(self, embeddings, training=None):
+        """The MLP on concatenated view embeddings: `(B, K, embedding_dim)` → logits `(B, num_classes)`."""
+        flat = tf.reshape(embeddings, [tf.shape(embeddings)[0], self.num_views * self.embedding_dim])
+        h = self.dropout(self.hidden(tf.cast(flat, self.hidden.compute_dtype)), training=training)
         return tf.cast(self.logits(h), tf.float32)
+
+    def call(self, views, training=None):
+        return self.classify_embeddings(self.embed_views(views, training=bool(training)), training=training)
 
     def build_for(self, frames=None, size=None, batch_size=2):
         preset = get_preset(self.encoder_preset)
