@@ -81,8 +81,14 @@ def test_frozen_encoder_probe_trains_only_the_classifier(tiny_synthetic, pretrai
     finetune.load_pretrained(reference, str(pretrained_run))
     for mine, theirs in zip(model.encoder.get_weights(), reference.encoder.get_weights()):
         np.testing.assert_array_equal(mine, theirs)
+    # The run seeds its initial weights (config.seed): the same seed rebuilds its starting point.
+    import keras
+
+    keras.utils.set_random_seed(config.seed)
     initial = finetune.make_classifier(config.classifier, 2).build_for(16, 64)
-    assert not np.allclose(model.logits.get_weights()[0], initial.logits.get_weights()[0])
+    for before, after in zip(initial.logits.get_weights() + initial.hidden.get_weights(),
+                             model.logits.get_weights() + model.hidden.get_weights()):
+        assert not np.allclose(before, after), "the classifier did not train"
 
 
 def test_rerun_with_more_steps_resumes_the_same_run(tiny_synthetic, tmp_path, capsys):
