@@ -45,7 +45,7 @@ def pretrain_config(data, model_dir, steps, seed):
         batch_size=8, seed=seed,
         model=trainer.ModelConfig(encoder_preset="cpu", embedding_dim=128, antecedent_layers=(4, 5, 6),
                                   consequent_layers=(6,)),
-        views=views_lib.ViewConfig.two_views(final_length=16, offset2=0, factor2=2),
+        views=views_lib.ViewConfig.two_views(final_length=16, offset2=24, factor2=1),
         augment=augment_lib.AugmentConfig(output_size=64),
         optim=trainer.OptimConfig(learning_rate=1e-3, warmup_steps=50),
         checkpoint_every=steps, log_every=max(steps // 4, 1),

@@ -37,8 +37,11 @@ def load_split(path, split):
     return np.stack(videos).astype(np.float32) / 255, np.array(labels), texts, names
 
 
-def motion_features(video, patch=12, stride=6, moving_threshold=0.03):
+def motion_features(video, patch=12, stride=6, moving_threshold=0.03, scene_length=CONFIG.scene_length):
     """Mean local motion of a video: (x velocity, y velocity, angular velocity) per frame.
+
+    Frame pairs across a scene cut (every `scene_length` frames) are left out: nothing moves
+    across a cut, the whole picture changes.
 
     In each patch, a translation plus a rotation about the patch centre is fitted by least squares
     to brightness constancy (`Ix u + Iy v + It = 0`, Lucas-Kanade with a rotation term) over the
@@ -50,6 +53,8 @@ def motion_features(video, patch=12, stride=6, moving_threshold=0.03):
     ix, iy = (ix[1:] + ix[:-1]) / 2, (iy[1:] + iy[:-1]) / 2
     it = gray[1:] - gray[:-1]
     moving = (np.abs(it) > moving_threshold).astype(np.float32)
+    if scene_length:
+        moving[scene_length - 1::scene_length] = 0  # pair (t, t + 1) with t + 1 a cut
 
     def patches(a):
         windows = sliding_window_view(a, (patch, patch), axis=(1, 2))[:, ::stride, ::stride]
@@ -135,6 +140,27 @@ def test_motion_tells_the_classes_apart(dataset):
     assert mean["move_right"][0] > low_speed and mean["move_left"][0] < -low_speed
     assert mean["move_down"][1] > low_speed and mean["move_up"][1] < -low_speed
     assert mean["rotate_cw"][2] > low_spin and mean["rotate_ccw"][2] < -low_spin
+
+
+def test_scene_cuts_change_everything_but_the_motion():
+    video = synthetic.render_video("move_right", np.random.default_rng(5), CONFIG).astype(np.float32) / 255
+    n = CONFIG.scene_length
+    step = np.abs(np.diff(video, axis=0)).mean(axis=(1, 2, 3))
+    cuts = step[n - 1::n]
+    within = np.delete(step, np.arange(n - 1, len(step), n))
+    assert len(cuts) == CONFIG.num_frames // n - (CONFIG.num_frames % n == 0)
+    assert cuts.min() > 5 * within.max()  # a cut redraws the whole picture
+    # Across a cut, frames are as unrelated as frames of two different videos.
+    other = synthetic.render_video("move_right", np.random.default_rng(6), CONFIG).astype(np.float32) / 255
+    across = np.abs(video[n - 1] - video[n]).mean()
+    between = np.abs(video[n - 1] - other[n]).mean()
+    assert 0.7 * between < across < 1.3 * between
+    # The motion goes on the same way in every scene.
+    speeds = [motion_features(video[i:i + n], scene_length=0)[0] for i in range(0, CONFIG.num_frames, n)]
+    np.testing.assert_allclose(speeds, speeds[0], rtol=0.35)
+    assert min(speeds) > CONFIG.speed[0] / 2
+    no_cuts = synthetic.render_video("move_right", np.random.default_rng(5), dataclasses.replace(CONFIG, scene_length=0))
+    assert np.abs(np.diff(no_cuts.astype(np.float32) / 255, axis=0)).mean(axis=(1, 2, 3)).max() < cuts.min() / 5
 
 
 def test_second_call_reuses_the_dataset_and_another_config_is_refused(dataset):

@@ -62,6 +62,9 @@ class SyntheticConfig:
       speed: (min, max) pixels per frame of the translation classes.
       angular_speed: (min, max) degrees per frame of the rotation classes; under 45, the symmetry
         angle of a square, so a rotation never looks like the opposite one.
+      scene_length: frames between scene cuts (new background and shapes, same motion); 0 means
+        no cuts. With cuts, what two views of a video that are more than `scene_length` frames
+        apart share is their motion and nothing else.
       crf: H.264 constant rate factor (0 lossless, 51 worst); low so motion survives compression.
       jpeg_quality: JPEG quality of the frames in the records.
       seed: everything random derives from it; the same seed writes the same dataset.
@@ -78,6 +81,7 @@ class SyntheticConfig:
     shape_radius: tuple = (5.0, 10.0)
     speed: tuple = (1.0, 2.0)
     angular_speed: tuple = (4.0, 8.0)
+    scene_length: int = 8
     crf: int = 10
     jpeg_quality: int = 95
     seed: int = 0
@@ -99,6 +103,8 @@ class SyntheticConfig:
         if extent > self.frame_size:
             raise ValueError(f"shape_radius={self.shape_radius}: the largest shape needs {extent} pixels, "
                              f"more than frame_size={self.frame_size}")
+        if self.scene_length < 0 or self.scene_length == 1:
+            raise ValueError(f"scene_length={self.scene_length}: must be 0 (no cuts) or >= 2 (motion needs two frames)")
         if not 0 < self.angular_speed[0] <= self.angular_speed[1] < 45:
             raise ValueError(f"angular_speed={self.angular_speed}: need 0 < min <= max < 45 degrees")
 
@@ -137,8 +143,23 @@ def _coverage(kind, u, v, radius):
     return np.clip(0.5 - distance, 0, 1)
 
 
+def _draw_shapes(rng, config, count):
+    """Kind, colour, size, start position and orientation of `count` shapes (no motion)."""
+    return [{
+        "kind": _SHAPES[rng.integers(len(_SHAPES))],
+        "colour": rng.uniform(0, 1, size=3),
+        "radius": rng.uniform(*config.shape_radius),
+        "centre": rng.uniform(0, config.frame_size, size=2),
+        "angle": rng.uniform(0, 2 * np.pi),
+    } for _ in range(count)]
+
+
 def render_video(motion, rng, config):
     """Renders one video of class `motion`.
+
+    The motion (direction, speed or angular speed) is drawn once per video. Every
+    `config.scene_length` frames the scene is cut: a new background and new shapes (kind, colour,
+    size, position, orientation) that go on moving the same way.
 
     Args:
       motion: one of `MOTIONS`.
@@ -149,29 +170,20 @@ def render_video(motion, rng, config):
       uint8 array `(T, H, W, 3)`.
     """
     size, frames = config.frame_size, config.num_frames
-    background = _texture(rng, size)
-    shapes = []
-    for _ in range(config.num_shapes):
-        if motion in _DIRECTIONS:
-            speed = rng.uniform(*config.speed)
-            velocity, spin = np.multiply(_DIRECTIONS[motion], speed), 0.0
-        else:
-            sign = 1.0 if motion == "rotate_cw" else -1.0  # y points down: positive angle is clockwise.
-            velocity, spin = np.zeros(2), sign * np.deg2rad(rng.uniform(*config.angular_speed))
-        shapes.append({
-            "kind": _SHAPES[rng.integers(len(_SHAPES))],
-            "colour": rng.uniform(0, 1, size=3),
-            "radius": rng.uniform(*config.shape_radius),
-            "centre": rng.uniform(0, size, size=2),
-            "angle": rng.uniform(0, 2 * np.pi),
-            "velocity": velocity,
-            "spin": spin,
-        })
+    if motion in _DIRECTIONS:
+        velocity, spin = np.multiply(_DIRECTIONS[motion], rng.uniform(*config.speed)), 0.0
+    else:
+        sign = 1.0 if motion == "rotate_cw" else -1.0  # y points down: positive angle is clockwise.
+        velocity, spin = np.zeros(2), sign * np.deg2rad(rng.uniform(*config.angular_speed))
+    scene_length = config.scene_length or frames
     video = np.empty((frames, size, size, 3), np.uint8)
     for t in range(frames):
+        if t % scene_length == 0:
+            background, shapes, scene_start = _texture(rng, size), _draw_shapes(rng, config, config.num_shapes), t
         frame = background.copy()
+        age = t - scene_start
         for shape in shapes:
-            centre = (shape["centre"] + t * shape["velocity"]) % size
+            centre = (shape["centre"] + age * velocity) % size
             # Draw only a box around the shape; its pixel indices wrap around the borders, so a
             # shape leaving one border enters at the other.
             reach = math.ceil(_REACH * shape["radius"] + 1)
@@ -179,7 +191,7 @@ def render_video(motion, rng, config):
             offsets = np.arange(2 * reach + 1)
             dx = start[0] + offsets + 0.5 - centre[0]
             dy = (start[1] + offsets + 0.5 - centre[1])[:, None]
-            angle = shape["angle"] + t * shape["spin"]
+            angle = shape["angle"] + age * spin
             u = np.cos(angle) * dx + np.sin(angle) * dy
             v = -np.sin(angle) * dx + np.cos(angle) * dy
             alpha = _coverage(shape["kind"], u, v, shape["radius"])[..., None]

@@ -61,6 +61,8 @@ flags.DEFINE_integer("synthetic_train_per_class", 32, "synthetic: training video
 flags.DEFINE_integer("synthetic_test_per_class", 8, "synthetic: test videos per class. Default: 8.")
 flags.DEFINE_integer("synthetic_frames", 48, "synthetic: frames per video. Default: 48.")
 flags.DEFINE_integer("synthetic_size", 64, "synthetic: frame height and width in pixels (even). Default: 64.")
+flags.DEFINE_integer("synthetic_scene_length", 8, "synthetic: frames between scene cuts (new background "
+                     "and shapes, same motion); 0 = no cuts. Default: 8.")
 flags.DEFINE_integer("synthetic_seed", 0, "synthetic: random seed. Default: 0.")
 
 
@@ -111,6 +113,7 @@ def _synthetic_config():
             test_videos_per_class=FLAGS.synthetic_test_per_class,
             num_frames=FLAGS.synthetic_frames,
             frame_size=FLAGS.synthetic_size,
+            scene_length=FLAGS.synthetic_scene_length,
             seed=FLAGS.synthetic_seed,
             workers=FLAGS.workers or 1,
         )
