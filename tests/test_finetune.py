@@ -1,5 +1,5 @@
 """Fine-tuning: pretrained weights are really loaded, bad --pretrained is an error, probes freeze
-the encoder, and runs resume (in-process and after SIGKILL)."""
+the encoder, runs resume (in-process and after SIGKILL), and mixed-precision runs evaluate in float32."""
 
 import dataclasses
 import os
@@ -170,3 +170,48 @@ def test_resuming_with_other_settings_is_refused_naming_them(tiny_synthetic, tmp
         finetune.finetune(changed, progress=False)
     # Only how long it runs changed: resuming is fine.
     assert finetune.finetune(dataclasses.replace(config, train_steps=3), progress=False)["step"] == 3
+
+
+def test_mixed_bfloat16_finetune_loads_and_evaluates_in_float32(tiny_synthetic, tmp_path, monkeypatch):
+    import json
+
+    import keras
+
+    from vdim_tf import evaluate
+
+    built = []
+    make_classifier = finetune.make_classifier
+
+    def recording_make_classifier(*args, **kwargs):
+        built.append(make_classifier(*args, **kwargs))
+        return built[-1]
+
+    monkeypatch.setattr(finetune, "make_classifier", recording_make_classifier)
+    config = _finetune_config(tiny_synthetic, tmp_path / "run", precision="mixed_bfloat16")
+    result = finetune.finetune(config, progress=False)
+    assert result["step"] == 2 and np.isfinite(result["metrics"]["loss"])
+    assert built[0].hidden.compute_dtype == "bfloat16"  # the run really computed in bfloat16
+    assert keras.mixed_precision.global_policy().name == "float32"
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["precision"] == "mixed_bfloat16"
+
+    # Variables stay float32 under a mixed policy: evaluate/export rebuild the model in float32.
+    model, saved = finetune.load_finetuned(str(tmp_path / "run"))
+    assert saved["precision"] == "mixed_bfloat16"
+    assert model.hidden.compute_dtype == "float32" and {v.dtype for v in model.weights} == {"float32"}
+    results = evaluate.evaluate_run(str(tmp_path / "run"), retrieval=False, projector_videos=0, progress=False)
+    for key in ("video_top1", "clip_top1"):
+        assert 0.0 <= results[key] <= 1.0
+
+    # As in pretraining, a resumed run may change precision, but not into or out of mixed_float16
+    # (its LossScaleOptimizer checkpoints other optimizer variables).
+    with pytest.raises(ValueError, match="precision='mixed_bfloat16'.*precision='mixed_float16'"):
+        finetune.finetune(dataclasses.replace(config, train_steps=3, precision="mixed_float16"), progress=False)
+    resumed = finetune.finetune(dataclasses.replace(config, train_steps=3, precision="float32"), progress=False)
+    assert resumed["step"] == 3
+
+
+def test_invalid_precision_names_the_valid_values(tiny_synthetic, tmp_path):
+    config = _finetune_config(tiny_synthetic, tmp_path / "run", precision="float16")
+    with pytest.raises(ValueError, match=r"precision='float16'.*mixed_float16.*mixed_bfloat16"):
+        finetune.finetune(config, progress=False)
+    assert not (tmp_path / "run").exists()

@@ -19,6 +19,7 @@ from vdim_tf.data import views as views_lib
 from vdim_tf.models.classifier import VideoClassifier
 from vdim_tf.models.encoder import get_preset, minimum_input
 from vdim_tf.models.vdim import VDIM
+from vdim_tf.trainer import PRECISIONS
 
 CONFIG_FILE = "config.json"
 
@@ -62,6 +63,7 @@ class FinetuneConfig:
     decay_every: int = 3000
     decay_factor: float = 0.5
     strategy: str = "default"
+    precision: str = "float32"
     checkpoint_every: int = 500
     keep_checkpoints: int = 3
     log_every: int = 50
@@ -87,6 +89,8 @@ class FinetuneConfig:
             raise ValueError(f"need at least 2 classes, the labels file lists {list(self.label_names)}")
         if not 1 <= self.classifier.num_views <= 8:
             raise ValueError(f"num_views={self.classifier.num_views}: paper uses 1 to 4")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision={self.precision!r}: valid values are {PRECISIONS}")
         preset = get_preset(self.classifier.encoder_preset)
         min_frames, min_size = minimum_input(preset.blocks)
         if self.final_length < min_frames or self.augment.output_size < min_size:
@@ -193,6 +197,18 @@ def finetune(config, progress=True, strategy=None):
     strategy = strategy or loop.make_strategy(config.strategy)
     loop.check_batch(config.batch_size, strategy, config.strategy)
     files = pipeline.list_files(config.train_data)
+    # As in pretraining. Layers built under a mixed policy compute in float16/bfloat16 but keep
+    # float32 variables, so the checkpoints load into the float32 model of `load_finetuned`.
+    if config.precision != "float32":
+        keras.mixed_precision.set_global_policy(config.precision)
+    try:
+        return _finetune(config, files, strategy, progress)
+    finally:
+        if config.precision != "float32":
+            keras.mixed_precision.set_global_policy("float32")
+
+
+def _finetune(config, files, strategy, progress):
     os.makedirs(config.model_dir, exist_ok=True)
     loop.check_resume(config.model_dir, config.to_dict())
     if config.seed is not None:
@@ -204,6 +220,8 @@ def finetune(config, progress=True, strategy=None):
             config.learning_rate, max(config.decay_every, 1), config.decay_factor, staircase=True
         ) if config.decay_every else config.learning_rate
         optimizer = keras.optimizers.Adam(schedule, beta_1=config.beta_1, beta_2=config.beta_2)
+        if config.precision == "mixed_float16":
+            optimizer = keras.mixed_precision.LossScaleOptimizer(optimizer)
         optimizer.build(model.trainable_variables)
     checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer)
     fresh = loop.latest_checkpoint(config.model_dir) is None
@@ -229,18 +247,21 @@ def finetune(config, progress=True, strategy=None):
         with tf.GradientTape() as tape:
             logits = model(batch["views"], training=True)
             per_example = loss_fn(batch["label"], logits)
-            loss = tf.reduce_mean(per_example)
+            loss = tf.reduce_mean(per_example)  # float32: the classifier casts its logits
             scaled = loss / tf.distribute.get_replica_context().num_replicas_in_sync
+            if hasattr(optimizer, "scale_loss"):  # LossScaleOptimizer (mixed_float16); `apply` unscales
+                scaled = optimizer.scale_loss(scaled)
         grads = tape.gradient(scaled, model.trainable_variables)
         optimizer.apply(grads, model.trainable_variables)
         correct = tf.cast(tf.equal(tf.argmax(logits, -1), batch["label"]), tf.float32)
         return {"loss": loss, "accuracy": tf.reduce_mean(correct)}
 
+    nan_hint = "Try a lower --learning_rate" + (" or --precision=float32." if config.precision != "float32" else ".")
     loop_config = loop.LoopConfig(config.model_dir, config.train_steps, config.checkpoint_every,
                                   config.keep_checkpoints, config.log_every, config.jit_compile)
     return loop.train_loop(loop_config, strategy=strategy, checkpoint=checkpoint, optimizer=optimizer,
                            make_dataset=make_dataset, replica_step=replica_step, batch_size=config.batch_size,
-                           progress=progress)
+                           progress=progress, nan_hint=nan_hint)
 
 
 def load_config(model_dir):

@@ -101,7 +101,8 @@ def check_resume(model_dir, config_dict, config_file="config.json"):
 
     A run folder with checkpoints and a `config.json` that differs from `config_dict` in anything
     but `RESUMABLE_CHANGES` would otherwise continue silently with the new settings (or, when
-    finished, report the old run as if it were the new one).
+    finished, report the old run as if it were the new one). The precision may change except into
+    or out of mixed_float16 (its optimizer checkpoint differs).
 
     Raises:
       ValueError: naming the differing settings and both values.
@@ -120,6 +121,13 @@ def check_resume(model_dir, config_dict, config_file="config.json"):
         details = "; ".join(f"{k}: {saved.get(k)!r} in the run, {current.get(k)!r} now" for k in changed)
         raise ValueError(f"model_dir={model_dir} holds a run with other settings ({details}). Use a new "
                          "--model_dir, or the run's own settings to resume it.")
+    # The precision may change, but not into or out of mixed_float16: its LossScaleOptimizer holds
+    # other variables than Adam alone, and restoring the checkpoint would fail inside TensorFlow.
+    precisions = (saved.get("precision", "float32"), current.get("precision", "float32"))
+    if precisions[0] != precisions[1] and "mixed_float16" in precisions:
+        raise ValueError(f"model_dir={model_dir} holds a run trained with precision={precisions[0]!r}; it cannot "
+                         f"resume with precision={precisions[1]!r} (mixed_float16 adds loss-scaling state to the "
+                         "optimizer's checkpoint). Use a new --model_dir, or the run's own precision.")
 
 
 def shard_per_worker(dataset):

@@ -59,8 +59,6 @@ def config_from_flags():
         test_data = os.path.join(FLAGS.synthetic_dir, "test", "*.tfrecord")
     labels = finetune.read_labels(FLAGS.labels_file or finetune.labels_file_for(train_data))
     preset = get_preset(FLAGS.encoder)
-    if FLAGS.precision != "float32":
-        raise ValueError(f"--precision={FLAGS.precision}: fine-tuning runs in float32 for now")
     return finetune.FinetuneConfig(
         train_data=train_data,
         test_data=test_data,
@@ -86,6 +84,7 @@ def config_from_flags():
         decay_every=FLAGS.decay_every,
         decay_factor=FLAGS.decay_factor,
         strategy=FLAGS.strategy,
+        precision=FLAGS.precision,
         checkpoint_every=FLAGS.checkpoint_every,
         keep_checkpoints=FLAGS.keep_checkpoints,
         log_every=FLAGS.log_every,
