@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from vdim_tf import finetune, trainer
+from vdim_tf import finetune, loop, trainer
 from vdim_tf.data import augment as augment_lib
 from vdim_tf.data import views as views_lib
 
@@ -205,9 +205,17 @@ def test_mixed_bfloat16_finetune_loads_and_evaluates_in_float32(tiny_synthetic, 
     # As in pretraining, a resumed run may change precision, but not into or out of mixed_float16
     # (its LossScaleOptimizer checkpoints other optimizer variables).
     with pytest.raises(ValueError, match="precision='mixed_bfloat16'.*precision='mixed_float16'"):
-        finetune.finetune(dataclasses.replace(config, train_steps=3, precision="mixed_float16"), progress=False)
+        loop.check_resume(config.model_dir, dataclasses.replace(config, train_steps=3, precision="mixed_float16").to_dict())
     resumed = finetune.finetune(dataclasses.replace(config, train_steps=3, precision="float32"), progress=False)
     assert resumed["step"] == 3
+
+
+@pytest.mark.skipif(bool(tf.config.list_physical_devices("GPU")), reason="checks the CPU-only refusal")
+def test_mixed_float16_without_a_gpu_is_refused_before_training(tiny_synthetic, tmp_path):
+    config = _finetune_config(tiny_synthetic, tmp_path / "run", precision="mixed_float16")
+    with pytest.raises(ValueError, match="mixed_float16.*needs a GPU.*mixed_bfloat16"):
+        finetune.finetune(config, progress=False)
+    assert not (tmp_path / "run").exists()
 
 
 def test_invalid_precision_names_the_valid_values(tiny_synthetic, tmp_path):

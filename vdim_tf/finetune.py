@@ -194,6 +194,7 @@ def finetune(config, progress=True, strategy=None):
       loop.TrainingError: a non-finite loss.
     """
     config.validate()
+    loop.check_precision(config.precision)
     strategy = strategy or loop.make_strategy(config.strategy)
     loop.check_batch(config.batch_size, strategy, config.strategy)
     files = pipeline.list_files(config.train_data)

@@ -96,6 +96,15 @@ RESUMABLE_CHANGES = ("train_steps", "checkpoint_every", "keep_checkpoints", "log
                      "jit_compile", "data_service_address", "precision")
 
 
+def check_precision(precision):
+    """Refuses mixed_float16 where no GPU is visible: TensorFlow's CPU kernels lack float16 for
+    some of the encoder's ops (AvgPool3D), and the run would otherwise stop at its first step
+    with a NotFoundError from deep inside TensorFlow."""
+    if precision == "mixed_float16" and not tf.config.list_physical_devices("GPU"):
+        raise ValueError("precision='mixed_float16' needs a GPU (TensorFlow has no float16 AvgPool3D "
+                         "kernel on CPU); use mixed_bfloat16 or float32 here")
+
+
 def check_resume(model_dir, config_dict, config_file="config.json"):
     """Refuses to resume a run whose checkpoints were made with different settings.
 

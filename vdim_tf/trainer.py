@@ -172,6 +172,7 @@ def pretrain(config, progress=True, strategy=None):
       TrainingError: a non-finite loss.
     """
     config.validate()
+    loop.check_precision(config.precision)
     strategy = strategy or make_strategy(config.strategy)
     loop.check_batch(config.batch_size, strategy, config.strategy)
     files = _train_files(config.train_data)
