@@ -62,7 +62,7 @@ def finetune_config(data, model_dir, steps, seed, pretrained, freeze_encoder=Fal
                                              freeze_encoder=freeze_encoder, single_frame=single_frame),
         # No flips: on direction-labelled classes a flip changes the label (move_left <-> move_right).
         final_length=16, augment=augment_lib.AugmentConfig(output_size=64, color_mode="jitter", flip_probability=0.0),
-        decay_every=0, checkpoint_every=steps, log_every=max(steps // 3, 1),
+        learning_rate=1e-4, decay_every=0, checkpoint_every=steps, log_every=max(steps // 3, 1),
     )
 
 
