@@ -9,6 +9,11 @@ per-class mean frame is the same and nothing but motion tells the classes apart:
 tests/test_synthetic.py, a nearest-class-mean classifier of single frames stays near chance (1/6)
 while a local translation-and-rotation fit to the frames separates the classes.
 
+Every `scene_length` frames (default 8) the video cuts to a new background and new shapes that
+go on moving the same way (same direction and speed), so two sub-clips of a video more than a
+scene apart share their motion and nothing else: what a contrastive objective across time, such
+as VDIM's, can only solve by looking at motion.
+
 `generate_synthetic_dataset` writes real videos (H.264, near-lossless) and builds the records
 with `prepare.prepare_dataset(dataset="folder")`, the code path real data takes:
 
