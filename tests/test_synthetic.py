@@ -171,7 +171,7 @@ def test_second_call_reuses_the_dataset_and_another_config_is_refused(dataset):
     assert time.monotonic() - start < 1
     assert {p: p.stat().st_mtime_ns for p in path.rglob("*") if p.is_file()} == before
     assert synthetic.generate_synthetic_dataset(str(path), dataclasses.replace(CONFIG, workers=2)) == str(path)
-    with pytest.raises(ValueError, match="another config"):
+    with pytest.raises(ValueError, match=r"another config.*seed: 3 there, 4 now.*Delete"):
         synthetic.generate_synthetic_dataset(str(path), dataclasses.replace(CONFIG, seed=4))
 
 

@@ -240,8 +240,13 @@ def generate_synthetic_dataset(output_dir, config=SyntheticConfig()):
             previous = json.load(f)
         if previous == _config_dict(config):
             return output_dir
-        raise ValueError(f"{output_dir} holds a synthetic dataset made with another config ({marker}); "
-                         "use a fresh output_dir")
+        current = _config_dict(config)
+        differing = {k: (previous.get(k), v) for k, v in current.items() if previous.get(k) != v}
+        raise ValueError(
+            f"{output_dir} holds a synthetic dataset made with another config ({marker}); differing "
+            + ", ".join(f"{k}: {old!r} there, {new!r} now" for k, (old, new) in differing.items())
+            + f". Delete {output_dir} (it is regenerated in seconds) or use a fresh output_dir"
+        )
     # No marker: nothing here is known to match this config (an interrupted run may have used
     # another seed or size, under the same file names), so start again; it takes seconds.
     for name in ("videos", "train", "test"):
