@@ -237,6 +237,18 @@ def test_batch_that_does_not_divide_across_replicas_fails(train_glob, tmp_path):
         trainer.pretrain(config, progress=False)
 
 
+def test_mixed_bfloat16_run_computes_in_bfloat16_and_restores_the_policy(train_glob, tmp_path):
+    import keras
+
+    config = small_config(train_glob, tmp_path / "run", precision="mixed_bfloat16", train_steps=2)
+    result = trainer.pretrain(config, progress=False)
+
+    assert result["step"] == 2 and np.isfinite(result["metrics"]["loss"])
+    assert result["model"].encoder.compute_dtype == "bfloat16"
+    assert {v.dtype for v in result["model"].weights} == {"float32"}  # checkpoints stay float32
+    assert keras.mixed_precision.global_policy().name == "float32"
+
+
 # --- resume, resolved config, TensorBoard ----------------------------------------------------
 
 

@@ -198,15 +198,8 @@ def finetune(config, progress=True, strategy=None):
     strategy = strategy or loop.make_strategy(config.strategy)
     loop.check_batch(config.batch_size, strategy, config.strategy)
     files = pipeline.list_files(config.train_data)
-    # As in pretraining. Layers built under a mixed policy compute in float16/bfloat16 but keep
-    # float32 variables, so the checkpoints load into the float32 model of `load_finetuned`.
-    if config.precision != "float32":
-        keras.mixed_precision.set_global_policy(config.precision)
-    try:
+    with loop.precision_policy(config.precision):
         return _finetune(config, files, strategy, progress)
-    finally:
-        if config.precision != "float32":
-            keras.mixed_precision.set_global_policy("float32")
 
 
 def _finetune(config, files, strategy, progress):

@@ -9,12 +9,14 @@ TensorBoard. A custom loop rather than `fit`: checkpoints are step-granular and 
 under MultiWorkerMirroredStrategy, where Keras 3's `fit` fails (STACK.md).
 """
 
+import contextlib
 import dataclasses
 import math
 import os
 import signal
 import time
 
+import keras
 import tensorflow as tf
 
 STRATEGIES = ("default", "mirrored", "multi_worker")
@@ -103,6 +105,19 @@ def check_precision(precision):
     if precision == "mixed_float16" and not tf.config.list_physical_devices("GPU"):
         raise ValueError("precision='mixed_float16' needs a GPU (TensorFlow has no float16 AvgPool3D "
                          "kernel on CPU); use mixed_bfloat16 or float32 here")
+
+
+@contextlib.contextmanager
+def precision_policy(precision):
+    """Runs the block under the Keras global dtype policy `precision` and restores the previous
+    policy afterwards. Layers built under a mixed policy compute in float16/bfloat16 but keep
+    float32 variables, so their checkpoints load into float32 models."""
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy(precision)
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
 
 
 def check_resume(model_dir, config_dict, config_file="config.json"):

@@ -176,13 +176,8 @@ def pretrain(config, progress=True, strategy=None):
     strategy = strategy or make_strategy(config.strategy)
     loop.check_batch(config.batch_size, strategy, config.strategy)
     files = _train_files(config.train_data)
-    if config.precision != "float32":
-        keras.mixed_precision.set_global_policy(config.precision)
-    try:
+    with loop.precision_policy(config.precision):
         return _pretrain(config, files, strategy, progress)
-    finally:
-        if config.precision != "float32":
-            keras.mixed_precision.set_global_policy("float32")
 
 
 def _train_files(train_data):
