@@ -99,17 +99,13 @@ def main(argv):
     logging.set_verbosity(logging.WARNING)
     from vdim_tf import finetune, loop
 
-    try:
+    def start():
         # Before any other TensorFlow op: MultiWorkerMirroredStrategy configures collectives at start.
         strategy = loop.make_strategy(FLAGS.strategy)
         config = config_from_flags()
-        result = finetune.finetune(config, strategy=strategy)
-    except (ValueError, FileNotFoundError) as e:
-        sys.exit(f"finetune: error: {e}")
-    except loop.TrainingError as e:
-        sys.exit(f"finetune: {e}")
-    if result["stopped"]:
-        sys.exit(143)
+        return config, finetune.finetune(config, strategy=strategy)
+
+    config, result = vflags.run_training("finetune", start)
     print(f"done: step {result['step']}; checkpoints in {os.path.join(config.model_dir, 'checkpoints')}; "
           f"evaluate with: python -m vdim_tf.launch.evaluate --model_dir={config.model_dir}")
 

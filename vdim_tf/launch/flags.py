@@ -4,6 +4,7 @@ Flags are read here and only here: models and data code receive dataclasses (STY
 """
 
 import os
+import sys
 
 from absl import flags
 
@@ -206,3 +207,23 @@ def require(*names):
     missing = [n for n in names if getattr(FLAGS, n) is None]
     if missing:
         raise ValueError("missing required flag(s): " + ", ".join(f"--{n}" for n in missing))
+
+
+def run_training(command, start):
+    """Runs `start()`, which returns `(config, result)` of a training run, for a launcher's `main`.
+
+    Bad settings (ValueError, FileNotFoundError) exit with status 1 and `<command>: error: ...`; a
+    non-finite loss exits with status 1 and the loop's message; a run stopped by SIGTERM (its
+    checkpoint saved) exits with 143. Otherwise returns `(config, result)`.
+    """
+    from vdim_tf import loop
+
+    try:
+        config, result = start()
+    except (ValueError, FileNotFoundError) as e:
+        sys.exit(f"{command}: error: {e}")
+    except loop.TrainingError as e:
+        sys.exit(f"{command}: {e}")
+    if result["stopped"]:
+        sys.exit(143)
+    return config, result

@@ -59,7 +59,7 @@ def main(argv):
     logging.set_verbosity(logging.WARNING)
     from vdim_tf import trainer
 
-    try:
+    def start():
         config = config_from_flags()
         config.validate()
         # MultiWorkerMirroredStrategy must exist before any TensorFlow op runs.
@@ -70,13 +70,9 @@ def main(argv):
 
         VDIM(**dataclasses.asdict(config.model))
         config = dataclasses.replace(config, train_data=vflags.resolve_train_data(config.train_data, FLAGS.synthetic_dir))
-        result = trainer.pretrain(config, strategy=strategy)
-    except (ValueError, FileNotFoundError) as e:
-        sys.exit(f"pretrain: error: {e}")
-    except trainer.TrainingError as e:
-        sys.exit(f"pretrain: {e}")
-    if result["stopped"]:
-        sys.exit(143)
+        return config, trainer.pretrain(config, strategy=strategy)
+
+    config, result = vflags.run_training("pretrain", start)
     print(f"done: step {result['step']}; checkpoints in {os.path.join(config.model_dir, 'checkpoints')}; "
           f"watch with: tensorboard --logdir {config.model_dir}")
 
