@@ -62,7 +62,8 @@ flags.DEFINE_integer("synthetic_test_per_class", 8, "synthetic: test videos per 
 flags.DEFINE_integer("synthetic_frames", 48, "synthetic: frames per video. Default: 48.")
 flags.DEFINE_integer("synthetic_size", 64, "synthetic: frame height and width in pixels (even). Default: 64.")
 flags.DEFINE_integer("synthetic_scene_length", 8, "synthetic: frames between scene cuts (new background "
-                     "and shapes, same motion); 0 = no cuts. Default: 8.")
+                     "and shapes, same motion); 0 = no cuts. Default: 8 (this project's choice, not the paper's: "
+                     "one scene apart is what the demo's pretraining views are).")
 flags.DEFINE_integer("synthetic_seed", 0, "synthetic: random seed. Default: 0.")
 
 
