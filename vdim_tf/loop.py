@@ -202,9 +202,13 @@ def train_loop(config, *, strategy, checkpoint, optimizer, make_dataset, replica
     dataset = make_dataset(start)
     iterator = iter(strategy.experimental_distribute_dataset(dataset))
 
-    @tf.function(jit_compile=config.jit_compile or None)
+    # XLA compiles the replica's step (model, loss, optimizer update); the iterator's GetNext has no
+    # XLA kernel, so it stays outside the compiled function.
+    compiled_step = tf.function(replica_step, jit_compile=True) if config.jit_compile else replica_step
+
+    @tf.function
     def train_step(it):
-        per_replica = strategy.run(replica_step, args=(next(it),))
+        per_replica = strategy.run(compiled_step, args=(next(it),))
         return {k: strategy.reduce(tf.distribute.ReduceOp.MEAN, v, axis=None) for k, v in per_replica.items()}
 
     writer = (tf.summary.create_file_writer(os.path.join(config.model_dir, "train")) if chief
