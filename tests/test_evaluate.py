@@ -102,3 +102,22 @@ def test_retrieval_recall_matches_hand_computed_example():
 def test_confusion_matrix_rows_are_true_classes():
     cm = confusion_matrix(predictions=[0, 1, 1, 2], labels=[0, 0, 1, 2], num_classes=3)
     assert cm.tolist() == [[1, 1, 0], [0, 1, 0], [0, 0, 1]]
+
+
+def test_evaluate_run_reports_top1_equal_to_its_confusion_matrix_diagonal(tmp_path, monkeypatch):
+    from vdim_tf import evaluate, finetune
+
+    # Three videos of one window each; video 0 ties its label (class 0) with class 1 at the top,
+    # where a plain argmax would pick the label.
+    probs = np.array([[0.45, 0.45, 0.1], [0.1, 0.8, 0.1], [0.2, 0.2, 0.6]], np.float32)
+    saved = {"label_names": ["a", "b", "c"], "test_data": "unused"}
+    monkeypatch.setattr(finetune, "load_finetuned", lambda model_dir: (None, saved))
+    monkeypatch.setattr(evaluate, "windows_for", lambda *args, **kwargs: None)
+    monkeypatch.setattr(evaluate, "run_windows", lambda *args, **kwargs: {
+        "probabilities": probs, "features": np.eye(3, dtype=np.float32), "labels": np.array([0, 1, 2]),
+        "video_ids": np.array([10, 11, 12])})
+    results = evaluate.evaluate_run(str(tmp_path), retrieval=False, projector_videos=0, progress=False)
+    cm = np.array(results["confusion_matrix"])
+    assert results["video_top1"] == results["clip_top1"] == 2 / 3
+    assert np.trace(cm) / cm.sum() == 2 / 3
+    assert cm[0].tolist() == [0, 1, 0]  # the tie went against the label
