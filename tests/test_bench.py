@@ -1,26 +1,113 @@
-"""The profiling benchmark runs and reads its own trace (the figures themselves go in the README)."""
+"""The benchmarks' arithmetic: the analytic FLOP count against the convolutions of the built
+encoder, the trace reader against a trace with known op times, and the profile's printed table
+against itself (the figures themselves go in the README)."""
 
+import importlib.util
+import math
 import pathlib
 import re
 import subprocess
 import sys
 
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from vdim_tf.models.encoder import PRESETS, Encoder
+
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
-def test_profile_step_reports_the_convolution_share(tmp_path):
+def _bench(name):
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", REPO_ROOT / "bench" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("preset", ["cpu", "paper"])
+def test_conv_flop_count_equals_the_convolutions_of_the_traced_encoder(preset):
+    # Independent of the block table: every Conv3D op in the encoder's graph does
+    # 2 · (kt·kh·kw·C_in) FLOPs per output element (a multiply and an add per weight).
+    p, batch = PRESETS[preset], 2
+    encoder = Encoder(preset=preset)
+    graph = tf.function(lambda x: encoder(x, training=True)).get_concrete_function(
+        tf.TensorSpec((batch, p.frames, p.size, p.size, 3), tf.float32)).graph
+    convs = [op for op in graph.get_operations() if op.type == "Conv3D"]
+    assert len(convs) == sum(2 + 2 * spec.num_1x1 for spec in p.blocks)  # every conv of the table was traced
+    traced = sum(2 * math.prod(op.inputs[1].shape[:4]) * math.prod(op.outputs[0].shape) for op in convs)
+    assert _bench("train_step").conv_flops_forward(preset, batch) == traced
+
+
+def _write_xspace(path, planes):
+    """`planes`: {plane name: {line name: [(event name, duration_ps), ...]}} → an XSpace file."""
+    from tensorflow.tsl.profiler.protobuf import xplane_pb2
+
+    space = xplane_pb2.XSpace()
+    for plane_name, lines in planes.items():
+        plane = space.planes.add(name=plane_name)
+        ids = {}
+        for line_name, events in lines.items():
+            line = plane.lines.add(name=line_name)
+            for name, duration in events:
+                if name not in ids:
+                    ids[name] = len(ids) + 1
+                    plane.event_metadata[ids[name]].name = name
+                line.events.add(metadata_id=ids[name], duration_ps=duration)
+    path.write_bytes(space.SerializeToString())
+    return str(path)
+
+
+def test_trace_reader_sums_op_events_by_type_on_op_threads_only(tmp_path):
+    # As TensorFlow writes a CPU trace: ops as "scope/name:OpType" on the inter-op threads
+    # (tf_Compute/...), beside executor bookkeeping ("A::B") and the intra-op Eigen threads, whose
+    # time is already inside the op that used them.
+    trace = _write_xspace(tmp_path / "cpu.xplane.pb", {"/host:CPU": {
+        "python": [("step", 10_000), ("EagerExecute", 9_000)],
+        "tf_Compute/1": [("ExecutorState::Process", 7_000), ("enc/block1/spatial:Conv3D", 300),
+                         ("grad/block1/spatial:Conv3DBackpropFilterV2", 500), ("enc/relu:Relu", 20)],
+        "tf_Compute/2": [("enc/block2/spatial:Conv3D", 200), ("ThreadpoolListener::StartRegion", 50),
+                         ("adam/Sub/ReadVariableOp:ReadVariableOp", 5)],
+        "tf_numa_-1_Eigen/3": [("enc/block1/spatial:Conv3D", 4_000)],
+    }})
+    profile = _bench("profile_step")
+    totals = profile.op_times(trace)
+    assert dict(totals) == {"Conv3D": 500, "Conv3DBackpropFilterV2": 500, "Relu": 20, "ReadVariableOp": 5}
+    assert [t for t in totals if profile.is_convolution(t)] == ["Conv3D", "Conv3DBackpropFilterV2"]
+
+
+def test_trace_reader_takes_gpu_op_time_from_the_device_plane(tmp_path):
+    trace = _write_xspace(tmp_path / "gpu.xplane.pb", {
+        "/host:CPU": {"tf_Compute/1": [("enc/conv:Conv3D", 9_999)]},  # host-side launch, not the kernel
+        "/device:GPU:0": {
+            "TensorFlow Ops": [("enc/conv:Conv3D", 700), ("ConcatV2", 30)],
+            "TensorFlow Name Scope": [("enc", 730)],
+            "Stream #7(Compute)": [("volta_scudnn_128x64", 690)],
+        },
+    })
+    assert dict(_bench("profile_step").op_times(trace)) == {"Conv3D": 700, "ConcatV2": 30}
+
+
+def test_profile_step_table_is_consistent_with_its_totals(tmp_path):
     out = subprocess.run(
         [sys.executable, str(REPO_ROOT / "bench" / "profile_step.py"), "--preset=cpu", "--batch=2", "--steps=1",
-         f"--logdir={tmp_path}"],
+         "--top=1000", f"--logdir={tmp_path}"],
         capture_output=True, text=True, timeout=300, cwd=REPO_ROOT,
     )
     assert out.returncode == 0, out.stderr[-2000:]
-    share = re.search(r"convolutions \(forward \+ both backward kernels\): ([\d.]+)% of op time", out.stdout)
-    assert share, out.stdout
-    # A train step of a convolutional encoder: the convolutions are a real part of it, never all of it.
-    assert 10 < float(share.group(1)) < 100
+    total = float(re.search(r"op time summed over op threads: ([\d,.]+) ms/step", out.stdout).group(1).replace(",", ""))
+    conv = float(re.search(r"convolutions \(forward \+ both backward kernels\): ([\d.]+)% of op time",
+                           out.stdout).group(1))
     rows = re.findall(r"^(\S+)\s+([\d.]+)\s+([\d.]+)%$", out.stdout, flags=re.M)
-    assert len(rows) >= 5
-    assert any("Conv3DBackpropFilter" in op for op, _, _ in rows)  # the backward pass was traced too
-    assert abs(sum(float(p) for _, _, p in rows) - 100) < 50  # the top op types hold most of the time
+    names = [op for op, _, _ in rows]
+    ms, share = np.array([[float(m), float(s)] for _, m, s in rows]).T
+    # --top=1000 lists every op type, each rounded to 0.1 ms and 0.1 %.
+    assert share.sum() == pytest.approx(100, abs=0.05 * len(rows) + 1e-9)
+    assert ms.sum() == pytest.approx(total, abs=0.05 * len(rows) + 0.05)
+    assert (np.diff(ms) <= 0).all(), "rows are sorted by time"
+    is_conv = np.array([_bench("profile_step").is_convolution(n) for n in names])
+    assert conv == pytest.approx(share[is_conv].sum(), abs=0.05 * is_conv.sum() + 0.05)
+    # Forward and both backward kernels were traced (CPU names carry oneDNN's _MklNative prefix).
+    for kind in ("Conv3D", "Conv3DBackpropFilter", "Conv3DBackpropInput"):
+        assert any(re.fullmatch(rf"(_MklNative|_MklNativeFused|Fused)?{kind}(V2)?", n) for n in names), (kind, names)
     assert list(tmp_path.rglob("*.xplane.pb"))  # the trace stays for TensorBoard

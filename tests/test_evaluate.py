@@ -2,7 +2,8 @@
 
 import numpy as np
 
-from vdim_tf.evaluate import average_per_video, confusion_matrix, retrieval_recall, topk_accuracy
+from vdim_tf.evaluate import (average_per_video, confusion_matrix, retrieval_recall, top1_predictions,
+                              topk_accuracy)
 
 
 def test_topk_accuracy_counts_label_within_k_highest():
@@ -11,6 +12,50 @@ def test_topk_accuracy_counts_label_within_k_highest():
     assert topk_accuracy(probs, labels, 1) == 1 / 3
     assert topk_accuracy(probs, labels, 2) == 2 / 3
     assert topk_accuracy(probs, labels, 3) == 1.0
+
+
+def test_uniform_probabilities_score_no_top1_hit():
+    # A collapsed classifier: every class equally likely. Top-k is a hit only once k covers them all.
+    probs = np.full((4, 5), 0.2)
+    labels = np.array([0, 1, 2, 4])
+    assert topk_accuracy(probs, labels, 1) == 0.0
+    assert topk_accuracy(probs, labels, 4) == 0.0
+    assert topk_accuracy(probs, labels, 5) == 1.0
+
+
+def test_a_tie_with_the_label_counts_against_the_model():
+    probs = np.array([
+        [0.4, 0.4, 0.2],    # label 0 tied first with class 1: miss at k=1, hit at k=2
+        [0.5, 0.25, 0.25],  # label 1 tied with class 2 behind class 0: miss at k=2, hit at k=3
+        [0.3, 0.6, 0.1],    # label 1 strictly first: hit at every k
+        [0.2, 0.4, 0.4],    # label 0 last: hit only at k=3
+    ])
+    labels = np.array([0, 1, 1, 0])
+    assert topk_accuracy(probs, labels, 1) == 1 / 4
+    assert topk_accuracy(probs, labels, 2) == 2 / 4
+    assert topk_accuracy(probs, labels, 3) == 1.0
+
+
+def test_a_nan_probability_is_never_a_hit():
+    probs = np.array([[np.nan, 0.5, 0.5], [0.9, np.nan, 0.1]])
+    assert topk_accuracy(probs, np.array([0, 0]), 1) == 0.0
+
+
+def test_top1_equals_the_confusion_matrix_diagonal_share_with_ties():
+    # Probabilities on a coarse grid (0, 0.25, ..., 1 before normalising) tie often, including at
+    # the top, where argmax would pick the lowest index and disagree with a pessimistic top-1.
+    rng = np.random.default_rng(0)
+    probs = rng.integers(0, 5, size=(400, 4)).astype(np.float32)
+    probs[probs.sum(axis=1) == 0] = 1.0
+    probs /= probs.sum(axis=1, keepdims=True)
+    labels = rng.integers(0, 4, size=400)
+    tied_at_top = (probs == probs.max(axis=1, keepdims=True)).sum(axis=1) > 1
+    assert tied_at_top.sum() > 50  # the case this test is about occurs
+    predictions = top1_predictions(probs, labels)
+    cm = confusion_matrix(predictions, labels, num_classes=4)
+    assert topk_accuracy(probs, labels, 1) == np.trace(cm) / cm.sum()
+    unique = ~tied_at_top
+    np.testing.assert_array_equal(predictions[unique], probs[unique].argmax(axis=1))  # argmax elsewhere
 
 
 def test_video_level_differs_from_clip_level_by_construction():
@@ -57,3 +102,22 @@ def test_retrieval_recall_matches_hand_computed_example():
 def test_confusion_matrix_rows_are_true_classes():
     cm = confusion_matrix(predictions=[0, 1, 1, 2], labels=[0, 0, 1, 2], num_classes=3)
     assert cm.tolist() == [[1, 1, 0], [0, 1, 0], [0, 0, 1]]
+
+
+def test_evaluate_run_reports_top1_equal_to_its_confusion_matrix_diagonal(tmp_path, monkeypatch):
+    from vdim_tf import evaluate, finetune
+
+    # Three videos of one window each; video 0 ties its label (class 0) with class 1 at the top,
+    # where a plain argmax would pick the label.
+    probs = np.array([[0.45, 0.45, 0.1], [0.1, 0.8, 0.1], [0.2, 0.2, 0.6]], np.float32)
+    saved = {"label_names": ["a", "b", "c"], "test_data": "unused"}
+    monkeypatch.setattr(finetune, "load_finetuned", lambda model_dir: (None, saved))
+    monkeypatch.setattr(evaluate, "windows_for", lambda *args, **kwargs: None)
+    monkeypatch.setattr(evaluate, "run_windows", lambda *args, **kwargs: {
+        "probabilities": probs, "features": np.eye(3, dtype=np.float32), "labels": np.array([0, 1, 2]),
+        "video_ids": np.array([10, 11, 12])})
+    results = evaluate.evaluate_run(str(tmp_path), retrieval=False, projector_videos=0, progress=False)
+    cm = np.array(results["confusion_matrix"])
+    assert results["video_top1"] == results["clip_top1"] == 2 / 3
+    assert np.trace(cm) / cm.sum() == 2 / 3
+    assert cm[0].tolist() == [0, 1, 0]  # the tie went against the label

@@ -22,15 +22,41 @@ RECALL_AT = (1, 5, 10, 20, 50)
 
 
 def topk_accuracy(probabilities, labels, k):
-    """Fraction of rows whose label is among the k highest probabilities (ties count as hits)."""
+    """Fraction of rows whose label is among the k highest probabilities; a tie counts as a miss.
+
+    A row is a hit when fewer than k *other* classes score at least as high as its label (a NaN
+    counts as scoring at least as high), so uniform probabilities score top-1 = 0, not 1: a
+    collapsed classifier cannot report accuracy it does not have. Top-1 equals the diagonal share
+    of `confusion_matrix(top1_predictions(probabilities, labels), labels, ...)`.
+    """
     probabilities = np.asarray(probabilities)
     labels = np.asarray(labels)
     if len(labels) == 0:
         return float("nan")
-    k = min(k, probabilities.shape[1])
-    label_scores = probabilities[np.arange(len(labels)), labels]
-    higher = (probabilities > label_scores[:, None]).sum(axis=1)
-    return float(np.mean(higher < k))
+    return float(np.mean(_rivals(probabilities, labels).sum(axis=1) < k))
+
+
+def top1_predictions(probabilities, labels):
+    """The highest-scoring class of each row, a tie with the label resolved against the label.
+
+    Equals `argmax` wherever the maximum is unique; where the label shares the maximum, the
+    prediction is the first other class sharing it. Scored like `topk_accuracy(..., 1)`, so the
+    confusion matrix built from these predictions agrees with top-1.
+    """
+    probabilities = np.asarray(probabilities)
+    labels = np.asarray(labels)
+    hit = ~_rivals(probabilities, labels).any(axis=1)
+    others = probabilities.astype(np.float64)  # float64 holds -inf whatever the input dtype
+    others[np.arange(len(labels)), labels] = -np.inf
+    return np.where(hit, labels, others.argmax(axis=1))
+
+
+def _rivals(probabilities, labels):
+    """`(N, C)` bool: class j ≠ label scores at least as high as the label (or either is NaN)."""
+    rows = np.arange(len(labels))
+    rivals = ~(probabilities < probabilities[rows, labels][:, None])
+    rivals[rows, labels] = False
+    return rivals
 
 
 def average_per_video(values, labels, video_ids):
@@ -132,7 +158,7 @@ def evaluate_run(model_dir, test_data=None, batch_size=8, window_stride=None, re
     clip_top5 = topk_accuracy(out["probabilities"], out["labels"], 5)
     video_probs, video_labels, video_ids = average_per_video(out["probabilities"], out["labels"], out["video_ids"])
     video_feats, _, _ = average_per_video(out["features"], out["labels"], out["video_ids"])
-    predictions = video_probs.argmax(axis=1)
+    predictions = top1_predictions(video_probs, video_labels)
     cm = confusion_matrix(predictions, video_labels, len(names))
     results = {
         "model_dir": model_dir,

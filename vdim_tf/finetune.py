@@ -210,9 +210,7 @@ def _finetune(config, files, strategy, progress):
     with strategy.scope():
         model = make_classifier(config.classifier, config.num_classes)
         model.build_for(config.final_length, config.augment.output_size)
-        schedule = keras.optimizers.schedules.ExponentialDecay(
-            config.learning_rate, max(config.decay_every, 1), config.decay_factor, staircase=True
-        ) if config.decay_every else config.learning_rate
+        schedule = loop.WarmupStepDecay(config.learning_rate, 0, config.decay_every, config.decay_factor)
         optimizer = keras.optimizers.Adam(schedule, beta_1=config.beta_1, beta_2=config.beta_2)
         if config.precision == "mixed_float16":
             optimizer = keras.mixed_precision.LossScaleOptimizer(optimizer)

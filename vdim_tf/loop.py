@@ -38,6 +38,41 @@ class LoopConfig:
     jit_compile: bool = False
 
 
+@keras.saving.register_keras_serializable(package="vdim_tf")
+class WarmupStepDecay(keras.optimizers.schedules.LearningRateSchedule):
+    """Linear warm-up from 0 to `peak` over `warmup_steps`, then `× decay_factor` every `decay_every`.
+
+    The one learning-rate schedule of pretraining (AMDIM's warm-up, optional decay) and of
+    fine-tuning (paper §4.1: no warm-up, halved every N steps). At optimizer step `s` (0 for the
+    first update) the rate is `peak · min(1, (s + 1) / warmup_steps) · decay_factor^⌊s /
+    decay_every⌋`; `warmup_steps=0` or `decay_every=0` leaves that factor out.
+
+    Example:
+      >>> schedule = WarmupStepDecay(1e-3, warmup_steps=0, decay_every=3000, decay_factor=0.5)
+      >>> round(float(schedule(3000)), 8)  # the first step of the second period: halved
+      0.0005
+    """
+
+    def __init__(self, peak, warmup_steps, decay_every=0, decay_factor=0.5):
+        self.peak = peak
+        self.warmup_steps = warmup_steps
+        self.decay_every = decay_every
+        self.decay_factor = decay_factor
+
+    def __call__(self, step):
+        step = tf.cast(step, tf.float32)
+        lr = tf.constant(self.peak, tf.float32)
+        if self.warmup_steps:
+            lr *= tf.minimum(1.0, (step + 1.0) / self.warmup_steps)
+        if self.decay_every:
+            lr *= tf.pow(self.decay_factor, tf.floor(step / self.decay_every))
+        return lr
+
+    def get_config(self):
+        return dict(peak=self.peak, warmup_steps=self.warmup_steps, decay_every=self.decay_every,
+                    decay_factor=self.decay_factor)
+
+
 def make_strategy(name):
     """A tf.distribute strategy by name; `multi_worker` reads the cluster from `TF_CONFIG`.
 

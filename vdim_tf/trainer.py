@@ -108,29 +108,6 @@ class PretrainConfig:
         return json.dumps(dataclasses.asdict(self), indent=2, default=str)
 
 
-class WarmupStepDecay(keras.optimizers.schedules.LearningRateSchedule):
-    """Linear warm-up from 0 to `peak` over `warmup_steps`, then `× decay_factor` every `decay_every`."""
-
-    def __init__(self, peak, warmup_steps, decay_every=0, decay_factor=0.5):
-        self.peak = peak
-        self.warmup_steps = warmup_steps
-        self.decay_every = decay_every
-        self.decay_factor = decay_factor
-
-    def __call__(self, step):
-        step = tf.cast(step, tf.float32)
-        lr = tf.constant(self.peak, tf.float32)
-        if self.warmup_steps:
-            lr *= tf.minimum(1.0, (step + 1.0) / self.warmup_steps)
-        if self.decay_every:
-            lr *= tf.pow(self.decay_factor, tf.floor(step / self.decay_every))
-        return lr
-
-    def get_config(self):
-        return dict(peak=self.peak, warmup_steps=self.warmup_steps, decay_every=self.decay_every,
-                    decay_factor=self.decay_factor)
-
-
 def _view_strip(views, max_frames=8):
     """`(T, H, W, 3)` normalised frames → one `(1, H, max_frames·W, 3)` image in [0, 1]."""
     t = views.shape[0]
@@ -145,7 +122,7 @@ def build_model(config, strategy):
         model = VDIM(**dataclasses.asdict(config.model), name="vdim")
         model.build_for(config.views.final_length, config.augment.output_size)
         o = config.optim
-        schedule = WarmupStepDecay(o.learning_rate, o.warmup_steps, o.decay_every, o.decay_factor)
+        schedule = loop.WarmupStepDecay(o.learning_rate, o.warmup_steps, o.decay_every, o.decay_factor)
         optimizer = keras.optimizers.Adam(schedule, beta_1=o.beta_1, beta_2=o.beta_2, epsilon=o.epsilon)
         if config.precision == "mixed_float16":
             optimizer = keras.mixed_precision.LossScaleOptimizer(optimizer)

@@ -15,15 +15,15 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import app, flags, logging
 
-flags.DEFINE_list("model_dir", None, "Fine-tuning run folder(s), comma-separated (e.g. one per split).")
-flags.DEFINE_string("test_data", None, "Glob of test TFRecords; default: the run's recorded --test_data. "
-                    "Only with a single --model_dir.")
-flags.DEFINE_integer("batch_size", 8, "Windows per batch.")
-flags.DEFINE_integer("window_stride", None, "Frames between test windows; default: the window length "
-                     "(non-overlapping windows covering the video).")
+flags.DEFINE_list("model_dir", None, "Fine-tuning run folder(s), comma-separated (e.g. one per split). Required.")
+flags.DEFINE_string("test_data", None, "Glob of test TFRecords, only with a single --model_dir. "
+                    "Default: the run's recorded --test_data.")
+flags.DEFINE_integer("batch_size", 8, "Test windows per batch (each window is K views of the run's view length).")
+flags.DEFINE_integer("window_stride", None, "Frames between test window starts. Default: the window "
+                     "length (non-overlapping windows covering the video).")
 flags.DEFINE_bool("retrieval", True, "Also compute retrieval R@1/5/10/20/50 against the training videos.")
 flags.DEFINE_integer("projector_videos", 200, "Videos exported to TensorBoard's projector (0 = none).")
-flags.DEFINE_string("summary_json", None, "Where to write the per-run table and the mean.")
+flags.DEFINE_string("summary_json", None, "JSON file for the per-run table and the mean. Default: none written.")
 FLAGS = flags.FLAGS
 
 KEYS = ("video_top1", "video_top5", "clip_top1", "clip_top5")

@@ -19,11 +19,14 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import app, flags, logging
 
-flags.DEFINE_string("model_dir", None, "Fine-tuning or pretraining run folder (its newest checkpoint is exported).")
-flags.DEFINE_string("export_dir", None, "Where the SavedModel goes (for TF Serving: <models>/<name>/<version>).")
+flags.DEFINE_string("model_dir", None, "Fine-tuning or pretraining run folder (its newest checkpoint is exported). "
+                    "Required.")
+flags.DEFINE_string("export_dir", None, "Where the SavedModel goes (for TF Serving: <models>/<name>/<version>). "
+                    "Required.")
 flags.DEFINE_bool("encoder_only", False, "Export only the φ_g∘Ψ embedding of a fine-tuning run.")
 flags.DEFINE_integer("top_k", 5, "Labels returned per video by the classifier signatures (capped at the class count).")
-flags.DEFINE_integer("window_stride", None, "Frames between windows; default: the window length, as evaluate.")
+flags.DEFINE_integer("window_stride", None, "Frames between window starts. Default: the window length, as "
+                     "evaluate.")
 flags.DEFINE_integer("windows_per_step", 8, "Windows run through the model at once (memory vs. speed).")
 flags.DEFINE_bool("overwrite", False, "Replace a non-empty --export_dir.")
 FLAGS = flags.FLAGS

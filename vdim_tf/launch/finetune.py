@@ -25,7 +25,8 @@ vflags.define_augment_flags(color_mode="lab")
 flags.DEFINE_enum("encoder", "paper", ["paper", "cpu"], "Encoder preset; must match --pretrained's.")
 flags.DEFINE_integer("embedding_dim", None, "Output size of φ_g (paper: 512); must match --pretrained's. "
                      "Default: 512 paper, 128 cpu.")
-flags.DEFINE_string("pretrained", None, "Pretraining run folder or checkpoint prefix; absent = random init.")
+flags.DEFINE_string("pretrained", None, "Pretraining run folder or checkpoint prefix. Default: none, the "
+                    "encoder starts at random (the baseline).")
 flags.DEFINE_bool("freeze_encoder", False, "Train only the classifier on frozen φ_g∘Ψ features (probe).")
 flags.DEFINE_bool("block_batch_norm", False, "Batch norm inside residual blocks; must match --pretrained's "
                   "(AMDIM: off).")
@@ -35,15 +36,18 @@ flags.DEFINE_integer("num_views", 4, "K views per example at offsets 0, T, 2T, .
                      "4 for UCF-101, 2 for HMDB-51).")
 flags.DEFINE_integer("final_length", None, "Frames per view after downsampling (paper: 32). Default: "
                      "the preset's (32 paper, 16 cpu).")
-flags.DEFINE_integer("factor", 1, "Temporal downsampling of every view (paper §4.1: 1).")
-flags.DEFINE_integer("hidden_units", 1024, "Classifier hidden layer (paper §4.1: 1024).")
-flags.DEFINE_float("dropout", 0.2, "Dropout after the hidden layer (paper §4.1: 0.2).")
+flags.DEFINE_integer("factor", 1, "Temporal downsampling of every view: keeps every n-th frame (paper "
+                     "§4.1: 1).")
+flags.DEFINE_integer("hidden_units", 1024, "Units of the classifier's hidden layer (paper §4.1: 1024).")
+flags.DEFINE_float("dropout", 0.2, "Dropout rate after the hidden layer (paper §4.1: 0.2).")
 flags.DEFINE_float("learning_rate", 1e-3, "Adam learning rate (paper §4.1: 1e-3).")
 flags.DEFINE_integer("decay_every", 3000, "Halve (x --decay_factor) the learning rate every N steps "
                      "(paper §4.1: 3000 after Kinetics, 30000 in the UCF ablations, 400 for HMDB-51); 0 = never.")
 flags.DEFINE_float("decay_factor", 0.5, "Learning-rate decay factor (paper §4.1: 0.5).")
 flags.DEFINE_string("labels_file", None, "Class names, one per line. Default: labels.txt of the prepared "
                     "dataset (two folders above --train_data).")
+# --help lists the main module's key flags: make the shared ones (defined in flags.py) ours.
+flags.adopt_module_key_flags(vflags)
 
 FLAGS = flags.FLAGS
 

@@ -45,7 +45,8 @@ def define_run_flags():
 def define_data_flags(test_data=False):
     if test_data:
         flags.DEFINE_string("test_data", None, "Glob of the held-out split's TFRecords, recorded for "
-                            "`evaluate`. Default with --train_data=synthetic: the synthetic test split.")
+                            "`evaluate`. Default with --train_data=synthetic: the synthetic test split; "
+                            "otherwise none (then give evaluate its --test_data).")
     flags.DEFINE_string("train_data", "synthetic", "Glob of TFRecord shards (SequenceExample layout, see "
                         "vdim_tf/data/records.py), or 'synthetic' for the built-in motion dataset, "
                         "generated on first use under --synthetic_dir.")
@@ -81,24 +82,26 @@ def define_view_flags():
     flags.DEFINE_integer("final_length", None, "Frames per view after downsampling (paper §4: 32). "
                          "Default: the encoder preset's input length (32 paper, 16 cpu).")
     flags.DEFINE_integer("view2_offset", 0, "Frames from view 1's start to view 2's (paper §4: 0 or 32).")
-    flags.DEFINE_integer("view1_factor", 1, "Temporal downsampling of view 1 (paper §4: 1).")
-    flags.DEFINE_integer("view2_factor", 2, "Temporal downsampling of view 2 (paper §4: 1-4, best 2).")
+    flags.DEFINE_integer("view1_factor", 1, "Temporal downsampling of view 1: keeps every n-th frame (paper §4: 1).")
+    flags.DEFINE_integer("view2_factor", 2, "Temporal downsampling of view 2: keeps every n-th frame (paper §4: "
+                         "1-4, best 2).")
 
 
 def define_augment_flags(color_mode="jitter"):
     d = augment_lib.AugmentConfig(color_mode=color_mode)
-    flags.DEFINE_integer("image_size", None, "Side of the square crops fed to the encoder (paper §4: 128). "
+    flags.DEFINE_integer("image_size", None, "Side of the square crops fed to the encoder, in pixels (paper §4: 128). "
                          "Default: the encoder preset's size (128 paper, 64 cpu).")
     flags.DEFINE_enum("color_mode", d.color_mode, list(augment_lib.COLOR_MODES),
                       "jitter: colour jitter + random grayscale; lab: RGB->Lab and drop a channel (paper §3.1).")
-    flags.DEFINE_list("crop_scale", [str(x) for x in d.crop_scale], "Random resized crop area range (AMDIM: 0.3,1).")
+    flags.DEFINE_list("crop_scale", [str(x) for x in d.crop_scale],
+                      "Random resized crop: range of its area as a fraction of the frame's (AMDIM: 0.3,1).")
     flags.DEFINE_list("crop_aspect_ratio", [str(x) for x in d.crop_aspect_ratio],
-                      "Random resized crop aspect range (AMDIM: 0.7,1.4).")
+                      "Random resized crop: range of its width/height (AMDIM: 0.7,1.4).")
     flags.DEFINE_float("flip_probability", d.flip_probability, "Horizontal flip, shared by both views (AMDIM: 0.5).")
     flags.DEFINE_float("jitter_probability", d.jitter_probability, "Probability of colour jitter (AMDIM: 0.8).")
-    flags.DEFINE_float("brightness", d.brightness, "Jitter brightness strength (AMDIM: 0.4).")
-    flags.DEFINE_float("contrast", d.contrast, "Jitter contrast strength (AMDIM: 0.4).")
-    flags.DEFINE_float("saturation", d.saturation, "Jitter saturation strength (AMDIM: 0.4).")
+    flags.DEFINE_float("brightness", d.brightness, "Jitter brightness: factor drawn from [1-b, 1+b] (AMDIM: 0.4).")
+    flags.DEFINE_float("contrast", d.contrast, "Jitter contrast: factor drawn from [1-c, 1+c] (AMDIM: 0.4).")
+    flags.DEFINE_float("saturation", d.saturation, "Jitter saturation: factor drawn from [1-s, 1+s] (AMDIM: 0.4).")
     flags.DEFINE_float("hue", d.hue, "Jitter hue shift, fraction of the hue circle (SPEC §4: 0.1).")
     flags.DEFINE_float("grayscale_probability", d.grayscale_probability, "Random grayscale (AMDIM: 0.25).")
     flags.DEFINE_float("rotation_probability", d.rotation_probability, "Random rotation (paper §4 best: off, 0).")

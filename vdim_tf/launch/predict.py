@@ -19,7 +19,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import app, flags, logging
 
-flags.DEFINE_string("export_dir", None, "SavedModel folder written by vdim_tf.launch.export.")
+flags.DEFINE_string("export_dir", None, "SavedModel folder written by vdim_tf.launch.export. Required.")
 flags.DEFINE_integer("top_k", 5, "Labels shown per video (capped at the class count).")
 flags.DEFINE_bool("json", False, "Print one JSON object instead of a table.")
 flags.DEFINE_integer("short_side", None, "Resize frames so the shorter side has this many pixels while "

@@ -15,7 +15,7 @@ import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from absl import app, logging
+from absl import app, flags, logging
 
 from vdim_tf.launch import flags as vflags
 
@@ -25,6 +25,8 @@ vflags.define_model_flags()
 vflags.define_view_flags()
 vflags.define_augment_flags()
 vflags.define_optim_flags()
+# --help lists the main module's key flags: make the shared ones (defined in flags.py) ours.
+flags.adopt_module_key_flags(vflags)
 
 FLAGS = vflags.FLAGS
 
