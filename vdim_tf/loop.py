@@ -241,9 +241,14 @@ def train_loop(config, *, strategy, checkpoint, optimizer, make_dataset, replica
     # XLA kernel, so it stays outside the compiled function.
     compiled_step = tf.function(replica_step, jit_compile=True) if config.jit_compile else replica_step
 
+    def step_and_stop(batch, stop):
+        return {**compiled_step(batch), _STOP: stop}
+
     @tf.function
-    def train_step(it):
-        per_replica = strategy.run(compiled_step, args=(next(it),))
+    def train_step(it, stop):
+        # `stop` (1.0 on a worker that received SIGTERM) rides in the step's own all-reduce, so every
+        # worker learns at the same step that one of them is being preempted.
+        per_replica = strategy.run(step_and_stop, args=(next(it), stop))
         return {k: strategy.reduce(tf.distribute.ReduceOp.MEAN, v, axis=None) for k, v in per_replica.items()}
 
     writer = (tf.summary.create_file_writer(os.path.join(config.model_dir, "train")) if chief
@@ -257,7 +262,9 @@ def train_loop(config, *, strategy, checkpoint, optimizer, make_dataset, replica
     metrics, sums, count, t0 = {}, {}, 0, time.perf_counter()
     try:
         while int(step.numpy()) < config.train_steps:
-            values = {k: float(v) for k, v in train_step(iterator).items()}
+            flag = tf.constant(1.0 if stop["signal"] else 0.0)
+            values = {k: float(v) for k, v in train_step(iterator, flag).items()}
+            stopping = values.pop(_STOP) > 0
             current = int(step.numpy())
             if not math.isfinite(values["loss"]):
                 raise TrainingError(
@@ -281,13 +288,13 @@ def train_loop(config, *, strategy, checkpoint, optimizer, make_dataset, replica
                 if chief:
                     bar.write(f"step {current}: " + ", ".join(f"{k}={v:.4g}" for k, v in sorted(metrics.items())))
                 sums, count, t0 = {}, 0, time.perf_counter()
-            if current % config.checkpoint_every == 0 or current == config.train_steps:
+            if current % config.checkpoint_every == 0 or current == config.train_steps or stopping:
                 manager.save(checkpoint_number=current)
-            if stop["signal"]:
-                manager.save(checkpoint_number=current)
-                if chief:
-                    bar.write(f"received SIGTERM: checkpoint saved at step {current} in {ckpt_dir}; exiting")
-                return {"step": current, "metrics": metrics, "stopped": stop["signal"]}
+            if stopping:
+                who = "this process" if stop["signal"] else "another worker"
+                bar.write(f"{who} received SIGTERM: checkpoint saved at step {current} in "
+                          f"{os.path.join(config.model_dir, 'checkpoints')}; exiting")
+                return {"step": current, "metrics": metrics, "stopped": "sigterm"}
     finally:
         signal.signal(signal.SIGTERM, previous)
         bar.close()
@@ -295,6 +302,10 @@ def train_loop(config, *, strategy, checkpoint, optimizer, make_dataset, replica
         if not chief and tf.io.gfile.exists(os.path.dirname(ckpt_dir)):
             tf.io.gfile.rmtree(os.path.dirname(ckpt_dir))
     return {"step": int(step.numpy()), "metrics": metrics, "stopped": None}
+
+
+# Key of the cluster-wide stop flag in the train step's outputs (not a metric).
+_STOP = "_stop"
 
 
 def _progress(enabled, start, total):
