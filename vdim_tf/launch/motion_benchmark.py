@@ -52,6 +52,8 @@ def main(argv):
         sys.exit(f"motion_benchmark: error: --{e}")
     except ValueError as e:
         sys.exit(f"motion_benchmark: error: {e}")
+    except OSError as e:
+        sys.exit(f"motion_benchmark: error: --output_dir={FLAGS.output_dir}: cannot write there: {e}")
     for split, info in manifest["splits"].items():
         print(f"{split}: {info['examples']} examples from {len(info['sources'])} clips "
               f"({len(info['skipped'])} skipped); per class {info['per_class']}")
