@@ -145,3 +145,17 @@ def test_launcher_names_a_missing_data_dir(tmp_path):
     assert out.returncode == 1
     assert f"motion_benchmark: error: --data_dir={tmp_path / 'absent'}: no such folder" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+def test_frame_differences_tell_speeds_apart_but_not_directions(benchmark):
+    """Motion is what separates the classes: the mean absolute frame-to-frame difference is larger
+    at 2x than at 1x, and identical forward and reversed (the same frame pairs, swapped)."""
+    config, _ = benchmark
+    per_class = collections.defaultdict(list)
+    for item in _read_split(config, "train"):
+        frames = np.stack([tf.io.decode_jpeg(f).numpy() for f in item["frames"]]).astype(np.float64)
+        per_class[item["label_text"]].append(np.abs(np.diff(frames, axis=0)).mean())
+    mean = {name: np.mean(values) for name, values in per_class.items()}
+    assert mean["forward_2x"] > 1.2 * mean["forward_1x"], mean
+    assert mean["forward_1x"] == pytest.approx(mean["reversed_1x"])
+    assert mean["forward_2x"] == pytest.approx(mean["reversed_2x"])
