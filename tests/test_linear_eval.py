@@ -96,8 +96,6 @@ def test_finetuned_run_reports_the_linear_probe_beside_the_mlp(tiny_synthetic, t
     probe = results["linear_probe"]
     assert probe["test_videos"] == results["videos"] == 4 and probe["train_videos"] == 8
     assert {"phi", "psi"} <= set(probe)
-    assert "linear_probe" not in evaluate.evaluate_run(config.model_dir, retrieval=False, projector_videos=0,
-                                                      progress=False, linear_probe=False)
 
 
 def test_evaluate_launcher_prints_the_linear_columns_for_a_pretraining_run(tiny_synthetic, pretrained_run):
