@@ -83,10 +83,15 @@ def test_train_and_test_come_from_different_source_videos(benchmark):
 def test_examples_are_distinct_source_frames_in_class_order_without_padding(benchmark, shared_data):
     config, manifest = benchmark
     names = config.class_names
+    decoded = {}
     for split in ("train", "test"):
         for item in _read_split(config, split):
+            if item["source"] not in decoded:
+                decoded[item["source"]] = motion.decode_video(
+                    shared_data / item["source"], short_side=config.short_side, jpeg_quality=config.jpeg_quality).jpeg_frames
             num_frames = manifest["splits"][split]["sources"][item["source"]]["frames"]
             indices = motion.parse_frame_slice(item["slice"], num_frames)
+            assert item["frames"] == [decoded[item["source"]][i] for i in indices]  # the frames it claims
             direction, speed = item["label_text"].split("_")
             step = int(speed[:-1]) * (1 if direction == "forward" else -1)
             assert names[item["label"]] == item["label_text"]
