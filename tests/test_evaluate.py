@@ -116,7 +116,8 @@ def test_evaluate_run_reports_top1_equal_to_its_confusion_matrix_diagonal(tmp_pa
     monkeypatch.setattr(evaluate, "run_windows", lambda *args, **kwargs: {
         "probabilities": probs, "features": np.eye(3, dtype=np.float32), "labels": np.array([0, 1, 2]),
         "video_ids": np.array([10, 11, 12])})
-    results = evaluate.evaluate_run(str(tmp_path), retrieval=False, projector_videos=0, progress=False)
+    results = evaluate.evaluate_run(str(tmp_path), retrieval=False, projector_videos=0, progress=False,
+                                    linear_probe=False)
     cm = np.array(results["confusion_matrix"])
     assert results["video_top1"] == results["clip_top1"] == 2 / 3
     assert np.trace(cm) / cm.sum() == 2 / 3

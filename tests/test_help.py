@@ -18,12 +18,14 @@ KEY_FLAGS = {
                  "warmup_steps", "strategy", "precision"],
     "finetune": ["model_dir", "train_steps", "train_data", "test_data", "batch_size", "pretrained",
                  "num_views", "learning_rate", "decay_every", "color_mode"],
-    "evaluate": ["model_dir", "test_data", "batch_size", "window_stride", "summary_json"],
+    "evaluate": ["model_dir", "test_data", "batch_size", "window_stride", "summary_json", "train_data",
+                 "linear_probe"],
     "export": ["model_dir", "export_dir", "top_k", "encoder_only"],
     "predict": ["export_dir", "top_k", "json", "short_side"],
     "prepare": ["dataset", "video_dir", "output_dir", "splits_dir", "short_side", "workers"],
     "params": ["encoder", "embedding_dim"],
     "demo": ["workdir", "pretrain_steps", "finetune_steps", "quick"],
+    "motion_benchmark": ["data_dir", "output_dir", "speeds", "frames", "hop", "short_side"],
 }
 # absl's own flags and the TPU flags TensorFlow registers on import.
 FOREIGN_FLAGS = ["logtostderr", "alsologtostderr", "verbosity", "log_dir", "only_check_args", "run_with_pdb",

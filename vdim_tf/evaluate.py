@@ -140,8 +140,11 @@ def windows_for(saved, file_pattern, batch_size, window_stride=None):
 
 
 def evaluate_run(model_dir, test_data=None, batch_size=8, window_stride=None, retrieval=True,
-                 projector_videos=200, progress=True):
+                 projector_videos=200, progress=True, linear_probe=True):
     """Evaluates a fine-tuning run; writes `results.json` and TensorBoard logs under `model_dir/eval`.
+
+    With `linear_probe`, also the linear protocol (`linear_eval.probe_model`) on the run's frozen
+    φ_g∘Ψ and Ψ features: `results["linear_probe"]`.
 
     Returns:
       the results dict (also in `model_dir/results.json`).
@@ -178,6 +181,12 @@ def evaluate_run(model_dir, test_data=None, batch_size=8, window_stride=None, re
         train_feats, train_labels, _ = average_per_video(train["features"], train["labels"], train["video_ids"])
         recall = retrieval_recall(train_feats, train_labels, video_feats, video_labels)
         results["retrieval"] = {f"R@{k}": v for k, v in recall.items()}
+    if linear_probe:
+        from vdim_tf import linear_eval
+
+        results["linear_probe"] = linear_eval.probe_model(
+            model, lambda data: windows_for(saved, data, batch_size, window_stride), saved["train_data"], test_data,
+            len(names), progress)
     with open(os.path.join(model_dir, "results.json"), "w") as f:
         json.dump(results, f, indent=2)
     eval_dir = os.path.join(model_dir, "eval")
@@ -187,6 +196,9 @@ def evaluate_run(model_dir, test_data=None, batch_size=8, window_stride=None, re
             tf.summary.scalar(key, results[key])
         for key, value in results.get("retrieval", {}).items():
             tf.summary.scalar(f"retrieval/{key}", value)
+        for key in ("phi", "psi"):
+            if key in results.get("linear_probe", {}):
+                tf.summary.scalar(f"linear_probe/{key}_top1", results["linear_probe"][key]["top1"])
         tf.summary.image("confusion_matrix", confusion_image(cm))
     if projector_videos:
         write_projector(eval_dir, video_feats[:projector_videos], [names[i] for i in video_labels[:projector_videos]])
