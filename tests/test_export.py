@@ -437,3 +437,57 @@ def test_export_command_refuses_the_run_folder_in_one_line_and_exits_1(finetuned
     assert len(ours) == 1 and ours[0].startswith("export: error: export_dir="), result.stderr
     assert "Traceback" not in result.stderr
     assert (run / "config.json").exists() and tf.train.latest_checkpoint(str(run / "checkpoints"))
+
+
+# --- predict on files that are not videos, or damaged ----------------------------------------
+
+
+def _write_avi(path, frames=40, size=64):
+    """An MPEG-4 AVI of noise: its header declares the frame count, so a truncated copy shows it."""
+    import av
+
+    rng = np.random.default_rng(0)
+    with av.open(str(path), "w", format="avi") as container:
+        stream = container.add_stream("mpeg4", rate=25)
+        stream.width = stream.height = size
+        stream.pix_fmt = "yuv420p"
+        for _ in range(frames):
+            frame = av.VideoFrame.from_ndarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8), format="rgb24")
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+
+
+@pytest.fixture(scope="module")
+def predicted_odd_files(export_dir, tmp_path_factory):
+    """predict --json on a truncated AVI, a directory, a symbolic link loop and a missing relative path."""
+    root = tmp_path_factory.mktemp("odd_files")
+    _write_avi(root / "whole.avi")
+    data = (root / "whole.avi").read_bytes()
+    (root / "truncated.avi").write_bytes(data[: len(data) // 2])
+    (root / "folder.mp4").mkdir()
+    os.symlink(root / "loop_b.mp4", root / "loop_a.mp4")
+    os.symlink(root / "loop_a.mp4", root / "loop_b.mp4")
+    paths = [root / "truncated.avi", root / "folder.mp4", root / "loop_a.mp4", "no_such_clip.mp4"]
+    result = _predict(export_dir, "--json", *map(str, paths))
+    return root, result, json.loads(result.stdout)
+
+
+def test_predict_names_a_directory_a_link_loop_and_a_missing_file_for_what_they_are(predicted_odd_files):
+    root, result, out = predicted_odd_files
+    assert result.returncode == 2, result.stderr[-2000:]
+    errors = {f["file"]: f["error"] for f in out["failures"]}
+    assert errors == {
+        str(root / "folder.mp4"): f"{root / 'folder.mp4'} is a directory, not a video file",
+        str(root / "loop_a.mp4"): f"symbolic link loop at {root / 'loop_a.mp4'}",
+        "no_such_clip.mp4": f"no such file: {REPO_ROOT / 'no_such_clip.mp4'}",  # predict ran in REPO_ROOT
+    }
+
+
+def test_predict_warns_that_a_truncated_clip_was_decoded_in_part(predicted_odd_files):
+    root, result, out = predicted_odd_files
+    (prediction,) = out["predictions"]
+    assert prediction["file"] == str(root / "truncated.avi") and 1 <= prediction["frames"] < 40
+    assert "predicted from the frames before the damage" in prediction["warning"]
+    assert f"predict: warning: {root / 'truncated.avi'}: " in result.stderr
