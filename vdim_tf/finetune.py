@@ -172,15 +172,14 @@ def check_record_labels(label_names, labels, data, names_from):
         if index < 0:
             problem = "some records carry no label index"
         elif index >= len(label_names):
-            problem = f"label index {index} is past the {len(label_names)} names of {names_from}"
+            problem = f"label index {index} is past the {len(label_names)} names"
         elif any(t and t != label_names[index] for t in texts):
-            problem = f"index {index} is {'|'.join(texts)!r} in the records but {label_names[index]!r} in {names_from}"
+            problem = f"index {index} is {'|'.join(texts)!r} in the records but {label_names[index]!r} in the labels"
         if problem:
             break
     if problem:
-        raise ValueError(f"{data}: the records' labels do not match {names_from}: {problem}. Records: "
-                         f"{_format_labels(labels)}; {names_from}: "
-                         f"{_format_labels({i: [n] for i, n in enumerate(label_names)})}")
+        raise ValueError(f"{data}: its records' labels do not match {names_from}: {problem}. Records: "
+                         f"{_format_labels(labels)}; labels: {_format_labels({i: [n] for i, n in enumerate(label_names)})}")
 
 
 def labels_file_for(file_pattern):
@@ -275,7 +274,7 @@ def finetune(config, progress=True, strategy=None):
     strategy = strategy or loop.make_strategy(config.strategy)
     loop.check_batch(config.batch_size, strategy, config.strategy)
     files = pipeline.list_files(config.train_data)
-    names_from = f"the {config.num_classes} label names of the run (--labels_file)"
+    names_from = f"the run's {config.num_classes} labels (--labels_file)"
     check_record_labels(config.label_names, record_labels(files), f"train_data={config.train_data!r}", names_from)
     if config.test_data:
         try:
