@@ -61,3 +61,27 @@ def pretrained_run(tiny_synthetic, tmp_path_factory):
     )
     trainer.pretrain(config, progress=False)
     return model_dir
+
+
+
+@pytest.fixture
+def labelled_records(tmp_path):
+    """`make(name, labels)`: writes `tmp_path/name/records.tfrecord`, one short video of noise
+    (4 frames of 64×64) per `(label index, label text)` pair, and returns its path."""
+    import numpy as np
+    import tensorflow as tf
+
+    from vdim_tf.data import records
+
+    rng = np.random.default_rng(0)
+
+    def make(name, labels):
+        path = tmp_path / name / "records.tfrecord"
+        path.parent.mkdir(parents=True)
+        with tf.io.TFRecordWriter(str(path)) as writer:
+            for n, (index, text) in enumerate(labels):
+                jpegs = [tf.io.encode_jpeg(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)).numpy() for _ in range(4)]
+                writer.write(records.make_sequence_example(jpegs, index, text, f"video{n}.mp4", 25.0).SerializeToString())
+        return str(path)
+
+    return make

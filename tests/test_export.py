@@ -15,6 +15,8 @@ the same TensorFlow decoder. What remains is float32 round-off from batching win
 import json
 import os
 import pathlib
+import re
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -380,3 +382,112 @@ def test_export_command_writes_an_encoder_for_a_pretraining_run(pretrained_run, 
         np.testing.assert_allclose(got[0], expected, atol=ATOL, err_msg=name)
     default = loaded.signatures["serving_default"](video=tf.constant(videos["short"]))["embedding"].numpy()
     np.testing.assert_allclose(default, loaded.signatures["embed"](video=tf.constant(videos["short"]))["embedding"])
+
+
+# --- what export may replace -----------------------------------------------------------------
+
+
+def _tree(root):
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*"))
+
+
+def test_overwrite_refuses_the_run_folder_and_its_parent_and_the_run_survives(finetuned_run, tmp_path):
+    runs = tmp_path / "runs"
+    run = runs / "finetune"
+    shutil.copytree(finetuned_run, run)
+    before = _tree(runs)
+    with pytest.raises(export.ExportError, match=r"is the run folder given as --model_dir"):
+        export.export_run(str(run), str(run), overwrite=True)
+    with pytest.raises(export.ExportError, match=rf"contains the run folder {re.escape(str(run.resolve()))}"):
+        export.export_run(str(run), str(runs), overwrite=True)
+    assert _tree(runs) == before
+    assert tf.train.latest_checkpoint(str(run / "checkpoints")) is not None
+
+
+def test_overwrite_refuses_a_folder_that_is_not_an_export_naming_what_is_in_it(finetuned_run, tmp_path):
+    target = tmp_path / "results"
+    target.mkdir()
+    (target / "notes.txt").write_text("keep me")
+    (target / "saved_model.pb").write_bytes(b"")
+    with pytest.raises(export.ExportError, match=r"not a previous SavedModel export \(it holds notes\.txt\)"):
+        export.export_run(str(finetuned_run), str(target), overwrite=True)
+    assert (target / "notes.txt").read_text() == "keep me"
+
+
+def test_overwrite_replaces_a_previous_export(finetuned_run, export_dir, tmp_path):
+    target = tmp_path / "1"
+    shutil.copytree(export_dir, target)
+    (target / "variables" / "stale.marker").write_bytes(b"")  # only inside the SavedModel's own folders
+    export.export_run(str(finetuned_run), str(target), overwrite=True, top_k=1)
+    assert not (target / "variables" / "stale.marker").exists()
+    assert tf.saved_model.load(str(target)).top_k.numpy() == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["1"], "the temporary folder is left behind"
+
+
+def test_export_command_refuses_the_run_folder_in_one_line_and_exits_1(finetuned_run, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(finetuned_run, run)
+    result = subprocess.run(
+        [sys.executable, "-m", "vdim_tf.launch.export", f"--model_dir={run}", f"--export_dir={run}", "--overwrite"],
+        cwd=REPO_ROOT, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}, capture_output=True, text=True,
+        timeout=TIMEOUT)
+    assert result.returncode == 1, result.stderr[-2000:]
+    # TensorFlow's C++ start-up lines may come first; the command's own output is one line.
+    ours = [line for line in result.stderr.splitlines() if line.startswith("export:")]
+    assert len(ours) == 1 and ours[0].startswith("export: error: export_dir="), result.stderr
+    assert "Traceback" not in result.stderr
+    assert (run / "config.json").exists() and tf.train.latest_checkpoint(str(run / "checkpoints"))
+
+
+# --- predict on files that are not videos, or damaged ----------------------------------------
+
+
+def _write_avi(path, frames=40, size=64):
+    """An MPEG-4 AVI of noise: its header declares the frame count, so a truncated copy shows it."""
+    import av
+
+    rng = np.random.default_rng(0)
+    with av.open(str(path), "w", format="avi") as container:
+        stream = container.add_stream("mpeg4", rate=25)
+        stream.width = stream.height = size
+        stream.pix_fmt = "yuv420p"
+        for _ in range(frames):
+            frame = av.VideoFrame.from_ndarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8), format="rgb24")
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+
+
+@pytest.fixture(scope="module")
+def predicted_odd_files(export_dir, tmp_path_factory):
+    """predict --json on a truncated AVI, a directory, a symbolic link loop and a missing relative path."""
+    root = tmp_path_factory.mktemp("odd_files")
+    _write_avi(root / "whole.avi")
+    data = (root / "whole.avi").read_bytes()
+    (root / "truncated.avi").write_bytes(data[: len(data) // 2])
+    (root / "folder.mp4").mkdir()
+    os.symlink(root / "loop_b.mp4", root / "loop_a.mp4")
+    os.symlink(root / "loop_a.mp4", root / "loop_b.mp4")
+    paths = [root / "truncated.avi", root / "folder.mp4", root / "loop_a.mp4", "no_such_clip.mp4"]
+    result = _predict(export_dir, "--json", *map(str, paths))
+    return root, result, json.loads(result.stdout)
+
+
+def test_predict_names_a_directory_a_link_loop_and_a_missing_file_for_what_they_are(predicted_odd_files):
+    root, result, out = predicted_odd_files
+    assert result.returncode == 2, result.stderr[-2000:]
+    errors = {f["file"]: f["error"] for f in out["failures"]}
+    assert errors == {
+        str(root / "folder.mp4"): f"{root / 'folder.mp4'} is a directory, not a video file",
+        str(root / "loop_a.mp4"): f"symbolic link loop at {root / 'loop_a.mp4'}",
+        "no_such_clip.mp4": f"no such file: {REPO_ROOT / 'no_such_clip.mp4'}",  # predict ran in REPO_ROOT
+    }
+
+
+def test_predict_warns_that_a_truncated_clip_was_decoded_in_part(predicted_odd_files):
+    root, result, out = predicted_odd_files
+    (prediction,) = out["predictions"]
+    assert prediction["file"] == str(root / "truncated.avi") and 1 <= prediction["frames"] < 40
+    assert "predicted from the frames before the damage" in prediction["warning"]
+    assert f"predict: warning: {root / 'truncated.avi'}: " in result.stderr

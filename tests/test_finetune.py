@@ -223,3 +223,59 @@ def test_invalid_precision_names_the_valid_values(tiny_synthetic, tmp_path):
     with pytest.raises(ValueError, match=r"precision='float16'.*mixed_float16.*mixed_bfloat16"):
         finetune.finetune(config, progress=False)
     assert not (tmp_path / "run").exists()
+
+
+# --- start-up checks of the data and its labels ----------------------------------------------
+
+
+def test_labels_file_with_fewer_labels_than_the_data_is_refused_at_start_up(tiny_synthetic, labelled_records,
+                                                                           tmp_path):
+    train = labelled_records("train", [(0, "a"), (1, "b"), (2, "c"), (0, "a"), (1, "b"), (2, "c")])
+    config = _finetune_config(tiny_synthetic, tmp_path / "run", train_data=train, test_data=None,
+                              label_names=("a", "b"))
+    with pytest.raises(ValueError, match=r"train_data=.*label index 2 is past the 2 names.*"
+                                         r"Records: 0=a, 1=b, 2=c; .*: 0=a, 1=b$"):
+        finetune.finetune(config, progress=False)
+    assert not (tmp_path / "run").exists()
+
+
+def test_labels_in_another_order_than_the_records_are_refused(tiny_synthetic, tmp_path):
+    names = finetune.read_labels(str(tiny_synthetic / "labels.txt"))
+    config = _finetune_config(tiny_synthetic, tmp_path / "run", label_names=names[::-1])
+    with pytest.raises(ValueError, match=rf"index 0 is '{names[0]}' in the records but '{names[1]}'"):
+        finetune.finetune(config, progress=False)
+    assert not (tmp_path / "run").exists()
+
+
+def test_test_data_that_matches_nothing_is_refused_at_start_up(tiny_synthetic, tmp_path):
+    config = _finetune_config(tiny_synthetic, tmp_path / "run", test_data=str(tmp_path / "nowhere" / "*.tfrecord"))
+    with pytest.raises(FileNotFoundError, match=r"test_data=.*nowhere.*matches no file"):
+        finetune.finetune(config, progress=False)
+    assert not (tmp_path / "run").exists()
+
+
+# --- colour spaces ---------------------------------------------------------------------------
+
+
+def test_colour_spaces_are_recorded_and_a_difference_from_pretraining_is_noted(
+        tiny_synthetic, pretrained_run, tmp_path, capsys):
+    import json
+
+    from vdim_tf import evaluate
+
+    assert json.loads((pretrained_run / "config.json").read_text())["augment"]["color_mode"] == "jitter"
+    config = _finetune_config(tiny_synthetic, tmp_path / "run", pretrained=str(pretrained_run), train_steps=1,
+                              augment=augment_lib.AugmentConfig(output_size=64, color_mode="lab"))
+    finetune.finetune(config, progress=False)
+    notes = [line for line in capsys.readouterr().out.splitlines() if line.startswith("note:")]
+    assert len(notes) == 1 and "trained on rgb input; this run fine-tunes it on lab input" in notes[0], notes
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert (saved["color_space"], saved["pretrained_color_space"]) == ("lab", "rgb")
+    results = evaluate.evaluate_run(str(tmp_path / "run"), retrieval=False, projector_videos=0, progress=False)
+    assert (results["color_space"], results["pretrained_color_space"]) == ("lab", "rgb")
+
+    # A run recorded before colour spaces were (no such keys) still resumes.
+    for key in ("color_space", "pretrained_color_space"):
+        del saved[key]
+    (tmp_path / "run" / "config.json").write_text(json.dumps(saved))
+    assert finetune.finetune(dataclasses.replace(config, train_steps=2), progress=False)["step"] == 2

@@ -237,6 +237,15 @@ def test_batch_that_does_not_divide_across_replicas_fails(train_glob, tmp_path):
         trainer.pretrain(config, progress=False)
 
 
+def test_batch_larger_than_the_dataset_is_refused_before_training(train_glob, tmp_path):
+    # train_glob holds 8 videos: a batch of 10 would hold some video twice, its own negative.
+    config = small_config(train_glob, tmp_path / "run", batch_size=10)
+
+    with pytest.raises(ValueError, match=r"batch_size=10 is larger than the 8 videos of train_data=.*<= 8"):
+        trainer.pretrain(config, progress=False)
+    assert not (tmp_path / "run").exists()
+
+
 def test_mixed_bfloat16_run_computes_in_bfloat16_and_restores_the_policy(train_glob, tmp_path):
     import keras
 

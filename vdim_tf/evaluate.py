@@ -4,14 +4,18 @@
   window as in training) is classified; class probabilities are averaged per video, and
   **video-level** top-1/top-5 accuracy is the headline number. Clip-level (per-window) accuracy is
   reported beside it, labelled as such.
+- The test records' label indices and names must be the model's (checked before anything runs).
 - Retrieval (beyond the paper; the field's standard): φ_g∘Ψ features averaged over a video's
   windows and views, centred by the training-set mean, L2-normalised; each test video queries the
   training videos by cosine similarity; R@k is the fraction of queries with a same-class video
   among the k nearest.
 """
 
+import glob
 import json
 import os
+import re
+import zlib
 
 import numpy as np
 import tensorflow as tf
@@ -135,19 +139,47 @@ def windows_for(saved, file_pattern, batch_size, window_stride=None):
     return pipeline.test_windows_dataset(
         file_pattern, saved["final_length"], saved["factor"], saved["augment"]["output_size"], batch_size,
         num_views_k=saved["classifier"]["num_views"], window_stride=window_stride,
-        color_space="lab" if saved["augment"]["color_mode"] == "lab" else "rgb",
+        color_space=_color_space(saved),
     )
+
+
+def _color_space(saved):
+    from vdim_tf import finetune
+
+    return finetune.color_space(saved["augment"]["color_mode"])
+
+
+def output_names(test_data, recorded_test_data):
+    """(results file, TensorBoard folder) of an evaluation, relative to the run folder.
+
+    The run's own test data gives `results.json` and `eval/`; any other data gets names that say
+    which (its last two folder names and a hash of its absolute pattern), so a result on other
+    data never replaces the run's.
+    """
+    absolute = os.path.abspath(test_data)
+    if recorded_test_data and absolute == os.path.abspath(recorded_test_data):
+        return "results.json", "eval"
+    folders = [part for part in absolute.split(os.sep) if part and not glob.has_magic(part)]
+    name = re.sub(r"[^A-Za-z0-9._-]+", "_", "_".join(folders[-2:]))
+    suffix = f"{name}-{zlib.crc32(absolute.encode()):08x}"
+    return f"results_{suffix}.json", f"eval_{suffix}"
 
 
 def evaluate_run(model_dir, test_data=None, batch_size=8, window_stride=None, retrieval=True,
                  projector_videos=200, progress=True, linear_probe=True):
-    """Evaluates a fine-tuning run; writes `results.json` and TensorBoard logs under `model_dir/eval`.
+    """Evaluates a fine-tuning run; writes its results and TensorBoard logs into `model_dir`.
+
+    The run's own test data (the default) gives `results.json` and `eval/`; other `test_data`
+    gives `results_<data>.json` and `eval_<data>/` (`output_names`).
 
     With `linear_probe`, also the linear protocol (`linear_eval.probe_model`) on the run's frozen
     φ_g∘Ψ and Ψ features: `results["linear_probe"]`.
 
     Returns:
-      the results dict (also in `model_dir/results.json`).
+      the results dict (also in the results file), with `results_file` added.
+
+    Raises:
+      ValueError / FileNotFoundError: no test data, or records whose labels are not the model's.
     """
     from vdim_tf import finetune
 
@@ -156,6 +188,14 @@ def evaluate_run(model_dir, test_data=None, batch_size=8, window_stride=None, re
     if not test_data:
         raise ValueError(f"{model_dir} records no test data; pass --test_data")
     names = list(saved["label_names"])
+    try:
+        labels = finetune.record_labels(test_data)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"test_data={test_data!r} matches no file (looked for {os.path.abspath(test_data)})"
+                                ) from None
+    finetune.check_record_labels(names, labels, f"test_data={test_data!r}",
+                                 f"the {len(names)} labels of the model in {model_dir}")
+    results_name, eval_name = output_names(test_data, saved.get("test_data"))
     out = run_windows(model, windows_for(saved, test_data, batch_size, window_stride), progress)
     clip_top1 = topk_accuracy(out["probabilities"], out["labels"], 1)
     clip_top5 = topk_accuracy(out["probabilities"], out["labels"], 5)
@@ -175,6 +215,9 @@ def evaluate_run(model_dir, test_data=None, batch_size=8, window_stride=None, re
         "chance": 1.0 / len(names),
         "confusion_matrix": cm.tolist(),
         "label_names": names,
+        "color_space": _color_space(saved),
+        "pretrained": saved.get("pretrained"),
+        "pretrained_color_space": saved.get("pretrained_color_space"),
     }
     if retrieval:
         train = run_windows(model, windows_for(saved, saved["train_data"], batch_size, window_stride), progress)
@@ -187,9 +230,10 @@ def evaluate_run(model_dir, test_data=None, batch_size=8, window_stride=None, re
         results["linear_probe"] = linear_eval.probe_model(
             model, lambda data: windows_for(saved, data, batch_size, window_stride), saved["train_data"], test_data,
             len(names), progress)
-    with open(os.path.join(model_dir, "results.json"), "w") as f:
+    results_file = os.path.join(model_dir, results_name)
+    with open(results_file, "w") as f:
         json.dump(results, f, indent=2)
-    eval_dir = os.path.join(model_dir, "eval")
+    eval_dir = os.path.join(model_dir, eval_name)
     step = _checkpoint_step(model_dir)
     with tf.summary.create_file_writer(eval_dir).as_default(step=step):
         for key in ("video_top1", "video_top5", "clip_top1", "clip_top5"):
@@ -202,7 +246,7 @@ def evaluate_run(model_dir, test_data=None, batch_size=8, window_stride=None, re
         tf.summary.image("confusion_matrix", confusion_image(cm))
     if projector_videos:
         write_projector(eval_dir, video_feats[:projector_videos], [names[i] for i in video_labels[:projector_videos]])
-    return results
+    return {**results, "results_file": results_file}
 
 
 def _checkpoint_step(model_dir):

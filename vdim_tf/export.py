@@ -317,7 +317,8 @@ class VideoServingModule(tf.Module):
 def _read_run_config(model_dir):
     path = os.path.join(model_dir, "config.json")
     if not os.path.exists(path):
-        raise ExportError(f"{path} not found: --model_dir should be a fine-tuning or pretraining run folder")
+        raise ExportError(f"{os.path.abspath(path)} not found: --model_dir should be a fine-tuning or pretraining "
+                          "run folder")
     with open(path) as f:
         return json.load(f)
 
@@ -402,20 +403,53 @@ def module_for_run(model_dir, encoder_only=False, top_k=DEFAULT_TOP_K, window_st
     return VideoServingModule(model, config)
 
 
-def _check_export_dir(export_dir, overwrite):
+# What `tf.saved_model.save` and `save` put in an export folder; `--overwrite` replaces only
+# folders that hold nothing else.
+SAVED_MODEL_ENTRIES = frozenset({"saved_model.pb", "fingerprint.pb", "variables", "assets", "assets.extra"})
+
+
+def _check_export_dir(export_dir, overwrite, model_dir=None):
+    """Refuses an `export_dir` that `save` must not replace.
+
+    `overwrite` replaces an empty folder or a previous SavedModel export (nothing in it but
+    `SAVED_MODEL_ENTRIES`), never a folder that holds anything else, and never the run folder
+    `model_dir` or a folder that contains it (its checkpoints would be deleted).
+
+    Raises:
+      ExportError: naming the folder and what is in the way.
+    """
+    where = os.path.abspath(export_dir)
+    if model_dir is not None:
+        run = os.path.realpath(model_dir)
+        target = os.path.realpath(export_dir)
+        if os.path.commonpath([run, target]) == target:
+            what = "is the run folder" if run == target else f"contains the run folder {run}"
+            raise ExportError(f"export_dir={export_dir} ({where}) {what} given as --model_dir; replacing it would "
+                              "delete the run's checkpoints. Export to another folder, e.g. <model_dir>/export")
     if os.path.exists(export_dir) and not os.path.isdir(export_dir):
-        raise ExportError(f"export_dir={export_dir} is a file; give a folder")
-    if os.path.isdir(export_dir) and os.listdir(export_dir) and not overwrite:
-        raise ExportError(f"export_dir={export_dir} exists and is not empty; pass --overwrite to replace it")
+        raise ExportError(f"export_dir={export_dir} ({where}) is a file; give a folder")
+    entries = sorted(os.listdir(export_dir)) if os.path.isdir(export_dir) else []
+    if not entries:
+        return
+    if not overwrite:
+        raise ExportError(f"export_dir={export_dir} ({where}) exists and is not empty; pass --overwrite to replace "
+                          "a previous export")
+    foreign = [e for e in entries if e not in SAVED_MODEL_ENTRIES]
+    if foreign or "saved_model.pb" not in entries:
+        shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
+        raise ExportError(f"export_dir={export_dir} ({where}) is not a previous SavedModel export "
+                          f"({'it holds ' + shown if foreign else 'no saved_model.pb'}); --overwrite replaces only "
+                          "an export, so empty or remove that folder yourself, or export elsewhere")
 
 
-def save(module, export_dir, overwrite=False):
+def save(module, export_dir, overwrite=False, model_dir=None):
     """Writes `module` as a SavedModel (with `assets/labels.txt`) to `export_dir`, atomically.
 
     Raises:
-      ExportError: `export_dir` exists and is not empty, and `overwrite` is False.
+      ExportError: `export_dir` is not empty and `overwrite` is False; or it holds something other
+        than a previous export; or it is or contains `model_dir` (see `_check_export_dir`).
     """
-    _check_export_dir(export_dir, overwrite)
+    _check_export_dir(export_dir, overwrite, model_dir)
     parent = os.path.dirname(os.path.abspath(export_dir))
     os.makedirs(parent, exist_ok=True)
     temp = tempfile.mkdtemp(prefix=".export-", dir=parent)
@@ -437,8 +471,17 @@ def save(module, export_dir, overwrite=False):
         module.function_variables = list(used.values())
         tf.saved_model.save(module, saved_dir, signatures=signatures)
         if os.path.exists(export_dir):
-            shutil.rmtree(export_dir)
-        os.replace(saved_dir, export_dir)
+            # The previous export moves aside and is deleted with the temporary folder, or put
+            # back if the new one cannot take its place.
+            previous = os.path.join(temp, "previous")
+            os.replace(export_dir, previous)
+            try:
+                os.replace(saved_dir, export_dir)
+            except OSError:
+                os.replace(previous, export_dir)
+                raise
+        else:
+            os.replace(saved_dir, export_dir)
     finally:
         shutil.rmtree(temp, ignore_errors=True)
     return export_dir
@@ -446,7 +489,7 @@ def save(module, export_dir, overwrite=False):
 
 def export_run(model_dir, export_dir, overwrite=False, **kwargs):
     """Exports a run folder; `kwargs` go to `module_for_run`. Returns the module's `ServingConfig`."""
-    _check_export_dir(export_dir, overwrite)
+    _check_export_dir(export_dir, overwrite, model_dir)
     module = module_for_run(model_dir, **kwargs)
-    save(module, export_dir, overwrite=overwrite)
+    save(module, export_dir, overwrite=overwrite, model_dir=model_dir)
     return module.config

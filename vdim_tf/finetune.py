@@ -5,6 +5,7 @@ a probe), starting from a VDIM pretraining run (`pretrained`) or from random ini
 baseline every result is compared to). Runs resume, checkpoint and log like pretraining.
 """
 
+import collections
 import dataclasses
 import json
 import os
@@ -15,6 +16,7 @@ import tensorflow as tf
 from vdim_tf import loop
 from vdim_tf.data import augment as augment_lib
 from vdim_tf.data import pipeline
+from vdim_tf.data import records
 from vdim_tf.data import views as views_lib
 from vdim_tf.models.classifier import VideoClassifier
 from vdim_tf.models.encoder import get_preset, minimum_input
@@ -80,6 +82,10 @@ class FinetuneConfig:
     def num_classes(self):
         return len(self.label_names)
 
+    @property
+    def color_space(self):
+        return color_space(self.augment.color_mode)
+
     def validate(self):
         if self.train_steps < 1:
             raise ValueError(f"train_steps={self.train_steps}: must be >= 1")
@@ -103,7 +109,77 @@ class FinetuneConfig:
     def to_dict(self):
         d = dataclasses.asdict(self)
         d["kind"] = self.kind
+        d["color_space"] = self.color_space
         return d
+
+
+def color_space(color_mode):
+    """The input a `color_mode` feeds the encoder: 'lab' for Lab dropout, else 'rgb' (jitter + gray)."""
+    return "lab" if color_mode == "lab" else "rgb"
+
+
+# --- the labels in the records ---------------------------------------------------------------
+
+
+def record_labels(file_pattern):
+    """Every record's label index and text, read from the records' context (no frame is decoded).
+
+    Returns:
+      `{index: sorted texts}` over the records of `file_pattern` (text '' where a record has none,
+      index -1 where it has no label).
+
+    Raises:
+      FileNotFoundError: naming the pattern, when it matches no file.
+    """
+    files = pipeline.list_files(file_pattern)
+    features = {records.LABEL_INDEX_KEY: tf.io.FixedLenFeature([], tf.int64, default_value=-1),
+                records.LABEL_TEXT_KEY: tf.io.FixedLenFeature([], tf.string, default_value="")}
+
+    def context(serialized):
+        parsed, _, _ = tf.io.parse_sequence_example(serialized, context_features=features)
+        return parsed[records.LABEL_INDEX_KEY], parsed[records.LABEL_TEXT_KEY]
+
+    dataset = (tf.data.TFRecordDataset(files, num_parallel_reads=min(len(files), 8))
+               .batch(256).map(context, num_parallel_calls=tf.data.AUTOTUNE))
+    found = collections.defaultdict(set)
+    for indices, texts in dataset.as_numpy_iterator():
+        for index, text in set(zip(indices.tolist(), texts.tolist())):
+            found[index].add(text.decode("utf-8", "replace"))
+    return {index: sorted(texts) for index, texts in sorted(found.items())}
+
+
+def _format_labels(labels):
+    return ", ".join(f"{index}={'|'.join(t or '?' for t in texts)}" for index, texts in labels.items())
+
+
+def check_record_labels(label_names, labels, data, names_from):
+    """Refuses records whose labels are not `label_names`.
+
+    Every record must carry an index in `[0, len(label_names))`, and its label text, where it has
+    one, must be the name at that index.
+
+    Args:
+      label_names: the run's class names, in index order.
+      labels: `record_labels` of the data.
+      data: the data, as the error names it (e.g. "train_data='records/x/train_1/*.tfrecord'").
+      names_from: where `label_names` came from, as the error names it.
+
+    Raises:
+      ValueError: naming the first mismatch, with both lists.
+    """
+    problem = None
+    for index, texts in labels.items():
+        if index < 0:
+            problem = "some records carry no label index"
+        elif index >= len(label_names):
+            problem = f"label index {index} is past the {len(label_names)} names"
+        elif any(t and t != label_names[index] for t in texts):
+            problem = f"index {index} is {'|'.join(texts)!r} in the records but {label_names[index]!r} in the labels"
+        if problem:
+            break
+    if problem:
+        raise ValueError(f"{data}: its records' labels do not match {names_from}: {problem}. Records: "
+                         f"{_format_labels(labels)}; labels: {_format_labels({i: [n] for i, n in enumerate(label_names)})}")
 
 
 def labels_file_for(file_pattern):
@@ -113,8 +189,8 @@ def labels_file_for(file_pattern):
 
 def read_labels(path):
     if not os.path.exists(path):
-        raise FileNotFoundError(f"labels file {path} not found (prepare writes it beside the split folders; "
-                                "or pass --labels_file)")
+        raise FileNotFoundError(f"labels file {os.path.abspath(path)} not found (prepare writes it beside the "
+                                "split folders; or pass --labels_file)")
     with open(path, encoding="utf-8") as f:
         return tuple(line.rstrip("\n") for line in f if line.strip())
 
@@ -198,13 +274,54 @@ def finetune(config, progress=True, strategy=None):
     strategy = strategy or loop.make_strategy(config.strategy)
     loop.check_batch(config.batch_size, strategy, config.strategy)
     files = pipeline.list_files(config.train_data)
+    names_from = f"the run's {config.num_classes} labels (--labels_file)"
+    check_record_labels(config.label_names, record_labels(files), f"train_data={config.train_data!r}", names_from)
+    if config.test_data:
+        try:
+            test_labels = record_labels(config.test_data)
+        except FileNotFoundError:
+            raise FileNotFoundError(f"test_data={config.test_data!r} matches no file (looked for "
+                                    f"{os.path.abspath(config.test_data)}); evaluate would find no test videos") from None
+        check_record_labels(config.label_names, test_labels, f"test_data={config.test_data!r}", names_from)
+    record = _run_record(config)
     with loop.precision_policy(config.precision):
-        return _finetune(config, files, strategy, progress)
+        return _finetune(config, record, files, strategy, progress)
 
 
-def _finetune(config, files, strategy, progress):
+# Recorded in config.json but not settings: runs made before they were recorded resume without them.
+_DERIVED_KEYS = ("color_space", "pretrained_color_space")
+
+
+def _run_record(config):
+    """What config.json records: the config, its colour space and the pretrained encoder's.
+
+    A fresh run reads the pretrained run's colour space from its config; a resumed run keeps the
+    one it recorded (the pretrained run may have moved since). Prints a notice when the two differ.
+    """
+    path = os.path.join(config.model_dir, CONFIG_FILE)
+    saved = {}
+    if loop.latest_checkpoint(config.model_dir) is not None and os.path.exists(path):
+        with open(path) as f:
+            saved = json.load(f)
+        pretrained_space = saved.get("pretrained_color_space")
+    elif config.pretrained:
+        with open(_pretrained_paths(config.pretrained)[0]) as f:
+            pretrained_space = color_space(json.load(f).get("augment", {}).get("color_mode"))
+    else:
+        pretrained_space = None
+    if pretrained_space and pretrained_space != config.color_space:
+        keep = "jitter" if pretrained_space == "rgb" else "lab"
+        print(f"note: the pretrained encoder was trained on {pretrained_space} input; this run fine-tunes it on "
+              f"{config.color_space} input (--color_mode={config.augment.color_mode}). The paper pairs rgb "
+              f"pretraining with lab fine-tuning on purpose (§4.1, §4.2); --color_mode={keep} keeps "
+              f"{pretrained_space}.")
+    record = {**config.to_dict(), "pretrained_color_space": pretrained_space}
+    return {k: v for k, v in record.items() if k not in _DERIVED_KEYS or not saved or k in saved}
+
+
+def _finetune(config, record, files, strategy, progress):
     os.makedirs(config.model_dir, exist_ok=True)
-    loop.check_resume(config.model_dir, config.to_dict())
+    loop.check_resume(config.model_dir, record)
     if config.seed is not None:
         keras.utils.set_random_seed(config.seed)
     with strategy.scope():
@@ -224,7 +341,7 @@ def _finetune(config, files, strategy, progress):
         print("no --pretrained: encoder initialised at random (the baseline)")
     if loop.is_chief(strategy):
         with open(os.path.join(config.model_dir, CONFIG_FILE), "w") as f:
-            json.dump(config.to_dict(), f, indent=2, default=str)
+            json.dump(record, f, indent=2, default=str)
 
     views = config.views
 
@@ -259,7 +376,7 @@ def _finetune(config, files, strategy, progress):
 def load_config(model_dir):
     path = os.path.join(model_dir, CONFIG_FILE)
     if not os.path.exists(path):
-        raise FileNotFoundError(f"{path} not found: --model_dir should be a fine-tuning run folder")
+        raise FileNotFoundError(f"{os.path.abspath(path)} not found: --model_dir should be a fine-tuning run folder")
     with open(path) as f:
         saved = json.load(f)
     if saved.get("kind") != "finetune":
@@ -272,7 +389,7 @@ def load_finetuned(model_dir):
     saved = load_config(model_dir)
     prefix = loop.latest_checkpoint(model_dir)
     if prefix is None:
-        raise FileNotFoundError(f"no checkpoint in {os.path.join(model_dir, 'checkpoints')}")
+        raise FileNotFoundError(f"no checkpoint in {os.path.abspath(os.path.join(model_dir, 'checkpoints'))}")
     model = make_classifier(ClassifierConfig(**saved["classifier"]), len(saved["label_names"]))
     model.build_for(saved["final_length"], saved["augment"]["output_size"])
     tf.train.Checkpoint(model=model).restore(prefix).expect_partial().assert_existing_objects_matched()

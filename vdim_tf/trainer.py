@@ -153,6 +153,7 @@ def pretrain(config, progress=True, strategy=None):
     strategy = strategy or make_strategy(config.strategy)
     loop.check_batch(config.batch_size, strategy, config.strategy)
     files = _train_files(config.train_data)
+    _check_batch_fits(files, config.batch_size, config.train_data)
     with loop.precision_policy(config.precision):
         return _pretrain(config, files, strategy, progress)
 
@@ -170,6 +171,16 @@ def _train_files(train_data):
     if not any(True for _ in tf.data.TFRecordDataset(files).take(1)):
         raise FileNotFoundError(f"train_data={train_data!r}: the {len(files)} file(s) it matches hold no records")
     return files
+
+
+def _check_batch_fits(files, batch_size, train_data):
+    """Refuses a batch larger than the dataset: each batch would hold some video twice, and a
+    video's other copy would be scored as its own negative (reads at most `batch_size` records)."""
+    videos = sum(1 for _ in tf.data.TFRecordDataset(files).take(batch_size))
+    if videos < batch_size:
+        raise ValueError(f"batch_size={batch_size} is larger than the {videos} videos of train_data={train_data!r}: "
+                         "every batch would hold a video twice, and NCE would score a video's copy as its own "
+                         f"negative. Use --batch_size <= {videos}, or more videos")
 
 
 def input_dataset(config, files, strategy, seed, start):

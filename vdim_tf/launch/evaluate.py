@@ -10,8 +10,14 @@ only the linear probe is run, on `--test_data` (required) and `--train_data` (de
 training data; it must be labelled).
 
 Each run's results go to `<model_dir>/results.json` and TensorBoard (`<model_dir>/eval`: scalars,
-confusion matrix, projector embeddings). With several runs (one per split), a table and the mean
-over them are printed, and written to `--summary_json` when given.
+confusion matrix, projector embeddings). With a `--test_data` other than the run's own, they go to
+`results_<data>.json` and `eval_<data>/` instead, named after the data, so the run's own results
+are never replaced. The test records' labels must be the model's (else an error naming both lists,
+before anything runs). With several runs (one per split), a table and the mean over them are
+printed, and written to `--summary_json` when given.
+
+Exit status: 0 evaluated; 1 bad flags, a bad run folder, or test data that is missing or labelled
+otherwise than the model.
 """
 
 import json
@@ -93,7 +99,10 @@ def main(argv):
         print("\t".join(["mean", str(sum(r["videos"] for r in rows)), *(f"{mean[k]:.4f}" for k in (*keys, *recall_keys))]))
     print(f"(video_* = probabilities averaged over every window of a video; clip_* = per window; linear_* = "
           f"logistic regression on standardised frozen φ_g∘Ψ (phi) or Ψ (psi) features of the training videos; "
-          f"chance top-1 = {rows[0]['chance']:.4f}; results.json in each run folder)")
+          f"chance top-1 = {rows[0]['chance']:.4f})")
+    for r in rows:
+        if r.get("results_file"):
+            print(f"results: {r['results_file']}")
     if FLAGS.summary_json:
         with open(FLAGS.summary_json, "w") as f:
             json.dump({"runs": rows, "mean": mean}, f, indent=2)

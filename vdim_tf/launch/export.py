@@ -9,6 +9,10 @@ window, top-k labels), `serve_examples` (serialised SequenceExamples -> the same
 signatures only (`serving_default` is then `embed`). See `vdim_tf/export.py` for the signatures.
 TF Serving expects a numbered version folder: export to `<models>/<name>/1`.
 
+`--export_dir` must be a new or empty folder; `--overwrite` also lets it replace a previous
+export (a folder holding only a SavedModel), never a folder holding anything else, the run folder
+or a folder that contains it. The export is written beside it and renamed into place.
+
 Exit status: 0 written; 1 bad run folder, bad flags or an export_dir in the way.
 """
 
@@ -28,7 +32,8 @@ flags.DEFINE_integer("top_k", 5, "Labels returned per video by the classifier si
 flags.DEFINE_integer("window_stride", None, "Frames between window starts. Default: the window length, as "
                      "evaluate.")
 flags.DEFINE_integer("windows_per_step", 8, "Windows run through the model at once (memory vs. speed).")
-flags.DEFINE_bool("overwrite", False, "Replace a non-empty --export_dir.")
+flags.DEFINE_bool("overwrite", False, "Replace a previous export in --export_dir (a folder holding only a "
+                  "SavedModel; any other non-empty folder is refused).")
 FLAGS = flags.FLAGS
 
 

@@ -6,7 +6,11 @@
 the encoder starts at random (the baseline). `--freeze_encoder` trains only the classifier (probe).
 Checkpoints, resume, SIGTERM and TensorBoard behave as in `pretrain`.
 
-Exit status: 0 done; 1 bad configuration, bad --pretrained or a non-finite loss; 143 SIGTERM.
+Before training, every train and test record's label is checked against the labels file, and a
+note is printed when the pretrained encoder was trained on another colour space (RGB vs Lab).
+
+Exit status: 0 done; 1 bad configuration, bad --pretrained, records labelled otherwise than the
+labels file, --test_data matching no file, or a non-finite loss; 143 SIGTERM.
 """
 
 import dataclasses
@@ -44,8 +48,9 @@ flags.DEFINE_float("learning_rate", 1e-3, "Adam learning rate (paper §4.1: 1e-3
 flags.DEFINE_integer("decay_every", 3000, "Halve (x --decay_factor) the learning rate every N steps "
                      "(paper §4.1: 3000 after Kinetics, 30000 in the UCF ablations, 400 for HMDB-51); 0 = never.")
 flags.DEFINE_float("decay_factor", 0.5, "Learning-rate decay factor (paper §4.1: 0.5).")
-flags.DEFINE_string("labels_file", None, "Class names, one per line. Default: labels.txt of the prepared "
-                    "dataset (two folders above --train_data).")
+flags.DEFINE_string("labels_file", None, "Class names, one per line, in label-index order; every train and "
+                    "test record's label must be among them (checked at start-up). Default: labels.txt of the "
+                    "prepared dataset (two folders above --train_data).")
 # --help lists the main module's key flags: make the shared ones (defined in flags.py) ours.
 flags.adopt_module_key_flags(vflags)
 

@@ -6,13 +6,17 @@
 Each file is decoded with PyAV into uint8 RGB frames and sent whole to the export's
 `serving_default` signature, which crops, windows and averages in its graph. Only TensorFlow and
 the SavedModel are used, not vdim_tf's model code. A file that cannot be decoded (or that the
-model rejects) is reported, and the other files are still predicted.
+model rejects) is reported with its absolute path, and the other files are still predicted. A
+truncated file is predicted from the frames before the damage, with a warning (as `prepare`
+keeps them). predict reads its inputs and writes nothing.
 
 Exit status: 0 every file predicted; 2 some file failed; 1 bad flags or no usable export.
 """
 
+import errno
 import json
 import os
+import stat
 import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -32,10 +36,31 @@ class DecodeError(Exception):
     """A file that yields no frames; the message says why."""
 
 
-def decode_frames(path, short_side=None):
-    """All frames of the first video stream as uint8 RGB `(T, H, W, 3)`.
+def check_file(path):
+    """Raises DecodeError unless `path` is a regular file, saying what it is instead."""
+    where = os.path.abspath(path)
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise DecodeError(f"symbolic link loop at {where}") from None
+        if e.errno == errno.ENOENT and os.path.islink(path):
+            raise DecodeError(f"broken symbolic link {where} -> {os.readlink(path)}") from None
+        if e.errno == errno.ENOENT:
+            raise DecodeError(f"no such file: {where}") from None
+        raise DecodeError(f"cannot read {where}: {e.strerror}") from None
+    if stat.S_ISDIR(mode):
+        raise DecodeError(f"{where} is a directory, not a video file")
+    if not stat.S_ISREG(mode):
+        raise DecodeError(f"{where} is not a regular file")
 
-    A decode error after some frames keeps the frames before it (as `prepare` does).
+
+def decode_frames(path, short_side=None):
+    """All frames of the first video stream as uint8 RGB `(T, H, W, 3)`, and a warning or None.
+
+    A decode error after some frames keeps the frames before it, and so does a stream that ends
+    well short of the frames its container declares; both come with a warning, as in `prepare`
+    (which also drops the last frame of a short stream: it is decoded from a cut packet).
 
     Raises:
       DecodeError: missing, empty or unreadable file, no video stream, or no frame decoded.
@@ -43,18 +68,20 @@ def decode_frames(path, short_side=None):
     import av
     import numpy as np
 
-    if not os.path.isfile(path):
-        raise DecodeError("no such file")
+    from vdim_tf.data.prepare import _DECLARED_FRAMES_SLACK
+
+    check_file(path)
     if os.path.getsize(path) == 0:
         raise DecodeError("empty file (0 bytes)")
     try:
         container = av.open(path, metadata_errors="ignore")
     except Exception as e:  # PyAV raises many error types for unreadable input.
         raise DecodeError(f"cannot open: {type(e).__name__}: {e}") from None
-    frames = []
+    frames, warning = [], None
     with container:
         if not container.streams.video:
             raise DecodeError("no video stream")
+        declared = container.streams.video[0].frames
         try:
             for frame in container.decode(container.streams.video[0]):
                 width, height = frame.width, frame.height
@@ -65,9 +92,17 @@ def decode_frames(path, short_side=None):
         except Exception as e:  # a decode error mid-stream: keep what came before it.
             if not frames:
                 raise DecodeError(f"cannot decode: {type(e).__name__}: {e}") from None
+            warning = f"decoding stopped after {len(frames)} frames: {type(e).__name__}: {e}"
     if not frames:
         raise DecodeError("no frames decoded")
-    return np.stack(frames)
+    if warning is None and declared and len(frames) < declared * (1 - _DECLARED_FRAMES_SLACK) - 1:
+        warning = f"decoded {len(frames)} of the {declared} frames the container declares (truncated?)"
+        if len(frames) > 1:
+            frames.pop()
+            warning += "; dropped the last, possibly cut, frame"
+    if warning:
+        warning += "; predicted from the frames before the damage"
+    return np.stack(frames), warning
 
 
 def predict_files(loaded, paths, top_k, short_side=None):
@@ -80,7 +115,7 @@ def predict_files(loaded, paths, top_k, short_side=None):
     predictions, failures = [], []
     for path in paths:
         try:
-            video = decode_frames(path, short_side)
+            video, warning = decode_frames(path, short_side)
         except DecodeError as e:
             failures.append({"file": path, "error": str(e)})
             continue
@@ -97,6 +132,7 @@ def predict_files(loaded, paths, top_k, short_side=None):
             "width": int(video.shape[2]),
             "top_k": [{"rank": rank, "index": int(i), "label": label_names[i],
                        "probability": float(probabilities[i])} for rank, i in enumerate(order, 1)],
+            **({"warning": warning} if warning else {}),
         })
     return predictions, failures
 
@@ -121,6 +157,8 @@ def main(argv):
         sys.exit("predict: error: give one or more video files after the flags")
     if FLAGS.top_k < 1:
         sys.exit(f"predict: error: --top_k={FLAGS.top_k}: must be >= 1")
+    if not os.path.isdir(FLAGS.export_dir):
+        sys.exit(f"predict: error: --export_dir={FLAGS.export_dir}: no such folder ({os.path.abspath(FLAGS.export_dir)})")
     import tensorflow as tf
 
     try:
@@ -132,6 +170,9 @@ def main(argv):
         sys.exit(f"predict: error: {FLAGS.export_dir} is not a classifier export (metadata kind "
                  f"{kind!r}); an encoder export answers its 'embed' signature instead")
     predictions, failures = predict_files(loaded, paths, FLAGS.top_k, FLAGS.short_side)
+    for p in predictions:
+        if "warning" in p:
+            print(f"predict: warning: {os.path.abspath(p['file'])}: {p['warning']}", file=sys.stderr)
     if FLAGS.json:
         print(json.dumps({"predictions": predictions, "failures": failures}, indent=2))
     else:
