@@ -110,8 +110,10 @@ def test_evaluate_run_reports_top1_equal_to_its_confusion_matrix_diagonal(tmp_pa
     # Three videos of one window each; video 0 ties its label (class 0) with class 1 at the top,
     # where a plain argmax would pick the label.
     probs = np.array([[0.45, 0.45, 0.1], [0.1, 0.8, 0.1], [0.2, 0.2, 0.6]], np.float32)
-    saved = {"label_names": ["a", "b", "c"], "test_data": "unused"}
+    saved = {"label_names": ["a", "b", "c"], "test_data": "unused", "augment": {"color_mode": "lab"}}
     monkeypatch.setattr(finetune, "load_finetuned", lambda model_dir: (None, saved))
+    monkeypatch.setattr(finetune, "record_labels", lambda data: None)
+    monkeypatch.setattr(finetune, "check_record_labels", lambda *args: None)
     monkeypatch.setattr(evaluate, "windows_for", lambda *args, **kwargs: None)
     monkeypatch.setattr(evaluate, "run_windows", lambda *args, **kwargs: {
         "probabilities": probs, "features": np.eye(3, dtype=np.float32), "labels": np.array([0, 1, 2]),
