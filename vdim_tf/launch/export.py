@@ -17,7 +17,9 @@ import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from absl import app, flags, logging
+from absl import flags, logging
+
+from vdim_tf import launch
 
 flags.DEFINE_string("model_dir", None, "Fine-tuning or pretraining run folder (its newest checkpoint is exported).")
 flags.DEFINE_string("export_dir", None, "Where the SavedModel goes (for TF Serving: <models>/<name>/<version>).")
@@ -52,4 +54,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    launch.run(main)
