@@ -1,0 +1,145 @@
+"""Packaging and `./run`: one list of pinned dependencies (pyproject.toml), the TensorFlow build
+chosen by `nvidia-smi`, usage on bad commands, relative paths that mean the caller's folder,
+shipped flagfiles found by name, and (slow) a wheel installed and run outside the repo."""
+
+import importlib.metadata
+import os
+import pathlib
+import subprocess
+import sys
+import tomllib
+
+import pytest
+
+from conftest import REPO_ROOT
+from vdim_tf import launch
+
+RUN = str(REPO_ROOT / "run")
+TIMEOUT = 180
+
+
+def _pyproject():
+    return tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())
+
+
+def _pins(requirements):
+    """{name: version} of `name[extras]==version` strings."""
+    out = {}
+    for req in requirements:
+        name, version = req.split("==")
+        out[name.split("[")[0]] = version
+    return out
+
+
+def test_tensorflow_is_declared_once_as_a_cpu_or_gpu_extra_of_the_same_version():
+    project = _pyproject()["project"]
+    extras = project["optional-dependencies"]
+    assert not any(r.startswith("tensorflow") for r in project["dependencies"]), "TensorFlow belongs in an extra"
+    assert extras["cpu"] == [f"tensorflow-cpu=={_pins(extras['cpu'])['tensorflow-cpu']}"]
+    assert extras["gpu"] == [f"tensorflow[and-cuda]=={_pins(extras['cpu'])['tensorflow-cpu']}"]
+    assert not (REPO_ROOT / "requirements.txt").exists(), "a second list of dependencies"
+
+
+def test_the_environment_running_the_tests_has_the_pinned_versions():
+    project = _pyproject()["project"]
+    pins = _pins(project["dependencies"] + project["optional-dependencies"]["cpu"]
+                 + project["optional-dependencies"]["test"])
+    installed = {name: importlib.metadata.version(name) for name in pins}
+    assert installed == pins
+
+
+def _run(*args, cwd=REPO_ROOT, path=None):
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    if path is not None:
+        env["PATH"] = path
+    return subprocess.run([RUN, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=TIMEOUT)
+
+
+@pytest.mark.parametrize("args", [["--help"], ["-h"], ["help"]])
+def test_run_help_prints_the_usage(args):
+    out = _run(*args)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("usage: ./run")
+    assert "pretrain" in out.stdout and "finetune" in out.stdout
+
+
+@pytest.mark.parametrize("command", ["--bogus", "pretrian", "flags", "../launch/pretrain"])
+def test_run_with_an_unknown_command_prints_the_usage_and_exits_2(command):
+    out = _run(command)
+    assert out.returncode == 2
+    assert f"unknown command '{command}'" in out.stderr and "usage: ./run" in out.stderr
+    assert "No module named" not in out.stderr
+
+
+def _stand_in_nvidia_smi(folder, output, status):
+    folder.mkdir()
+    script = folder / "nvidia-smi"
+    script.write_text(f"#!/bin/sh\necho '{output}'\nexit {status}\n")
+    script.chmod(0o755)
+    return f"{folder}:/usr/bin:/bin"
+
+
+@pytest.mark.parametrize("output, status, extra", [
+    ("GPU 0: NVIDIA H200 (UUID: GPU-0f3c1a2b)", 0, "gpu"),
+    ("No devices were found", 6, "cpu"),
+    ("NVIDIA-SMI has failed because it couldn't communicate with the NVIDIA driver.", 9, "cpu"),
+])
+def test_run_picks_the_tensorflow_build_from_what_nvidia_smi_lists(tmp_path, output, status, extra):
+    out = _run("tensorflow-extra", path=_stand_in_nvidia_smi(tmp_path / "bin", output, status))
+    assert (out.returncode, out.stdout.strip()) == (0, extra), out.stderr
+
+
+def test_run_picks_the_cpu_build_without_nvidia_smi(tmp_path):
+    (tmp_path / "bin").mkdir()
+    out = _run("tensorflow-extra", path=f"{tmp_path / 'bin'}:/usr/bin:/bin")
+    assert (out.returncode, out.stdout.strip()) == (0, "cpu"), out.stderr
+
+
+def test_run_installs_the_chosen_extra_from_pyproject():
+    """The install line of ./run names pyproject's extras, so the choice above is what gets installed."""
+    script = pathlib.Path(RUN).read_text()
+    extras = _pyproject()["project"]["optional-dependencies"]
+    assert '-e "$REPO[$extra,test]"' in script
+    assert {"cpu", "gpu", "test"} <= set(extras)
+
+
+def test_a_relative_flagfile_means_the_callers_folder(tmp_path):
+    (tmp_path / "mine.cfg").write_text("--encoder=cpu\n--model_dir=run_here\n--train_steps=0\n")
+    out = _run("pretrain", "--flagfile=mine.cfg", cwd=tmp_path)
+    # Read from tmp_path: the run stops at the file's own (invalid) train_steps, not at a missing file.
+    assert out.returncode == 1
+    assert "pretrain: error: train_steps=0" in out.stderr, out.stderr
+
+
+def test_a_shipped_flagfile_is_found_by_name_from_any_folder(tmp_path):
+    out = _run("pretrain", "--flagfile=demo_pretrain.cfg", "--train_steps=0", cwd=tmp_path)
+    assert out.returncode == 1
+    assert "pretrain: error: train_steps=0" in out.stderr, out.stderr
+
+
+def test_a_missing_flagfile_names_the_absolute_path_and_the_shipped_ones(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(FileNotFoundError, match=f"no such file {tmp_path}/nope.cfg.*demo_pretrain.cfg"):
+        launch.expand_flagfiles(["--flagfile=nope.cfg"])
+
+
+def test_nested_shipped_flagfiles_expand_from_any_folder(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    lines = launch.expand_flagfiles(["--flagfile=ucf101_pretrain_lab.cfg", "--train_steps=3"])
+    base = launch.expand_flagfiles(["--flagfile=configs/ucf101_pretrain.cfg"])
+    assert lines[:len(base)] == base  # the nested `--flagfile=configs/ucf101_pretrain.cfg`, inlined
+    assert "--color_mode=lab" in lines and lines[-1] == "--train_steps=3"
+    assert not any(line.startswith(("#", "--flagfile")) for line in lines)
+
+
+def test_a_flagfile_in_the_callers_folder_wins_over_a_shipped_one_of_the_same_name(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "demo_pretrain.cfg").write_text("# mine\n--batch_size=3\n")
+    assert launch.expand_flagfiles(["--flagfile=demo_pretrain.cfg"]) == ["--batch_size=3"]
+
+
+def test_a_flagfile_that_includes_itself_is_refused(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "loop.cfg").write_text("--flagfile=loop.cfg\n")
+    with pytest.raises(ValueError, match="includes itself"):
+        launch.expand_flagfiles(["--flagfile=loop.cfg"])
