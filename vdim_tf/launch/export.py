@@ -28,6 +28,9 @@ flags.DEFINE_integer("top_k", 5, "Labels returned per video by the classifier si
 flags.DEFINE_integer("window_stride", None, "Frames between windows; default: the window length, as evaluate.")
 flags.DEFINE_integer("windows_per_step", 8, "Windows run through the model at once (memory vs. speed).")
 flags.DEFINE_bool("overwrite", False, "Replace a non-empty --export_dir.")
+flags.DEFINE_enum("format", "saved_model", ["saved_model", "keras"], "saved_model: the serving export described "
+                  "above; keras: the classifier (or encoder) as one .keras file for keras.models.load_model, "
+                  "--export_dir=NAME.keras.")
 FLAGS = flags.FLAGS
 
 
@@ -40,6 +43,15 @@ def main(argv):
             sys.exit(f"export: error: --{name} is required")
     from vdim_tf import export
 
+    if FLAGS.format == "keras":
+        try:
+            model = export.export_keras(FLAGS.model_dir, FLAGS.export_dir, overwrite=FLAGS.overwrite,
+                                        encoder_only=FLAGS.encoder_only)
+        except (ValueError, FileNotFoundError) as e:
+            sys.exit(f"export: error: {e}")
+        print(f"exported {type(model).__name__} to {FLAGS.export_dir}; load with keras.models.load_model "
+              "after `import vdim_tf.api`")
+        return
     try:
         config = export.export_run(FLAGS.model_dir, FLAGS.export_dir, overwrite=FLAGS.overwrite,
                                    encoder_only=FLAGS.encoder_only, top_k=FLAGS.top_k,
