@@ -143,3 +143,55 @@ def test_a_flagfile_that_includes_itself_is_refused(tmp_path, monkeypatch):
     (tmp_path / "loop.cfg").write_text("--flagfile=loop.cfg\n")
     with pytest.raises(ValueError, match="includes itself"):
         launch.expand_flagfiles(["--flagfile=loop.cfg"])
+
+
+@pytest.mark.slow
+def test_the_wheel_installs_and_runs_outside_the_repo(tmp_path, tiny_synthetic):
+    """Builds the wheel, installs it into a fresh venv in tmp_path and runs a console script and
+    the library from there.
+
+    The venv gets the wheel alone (`--no-deps`); its dependencies come from the environment running
+    this test, made visible by one `.pth` line (an offline install of TensorFlow would need a 600 MB
+    wheelhouse). `pip check` then proves those installed versions satisfy the wheel's pins, and the
+    imports prove vdim_tf itself comes from the wheel, not from the repo.
+    """
+    import site
+    import sysconfig
+
+    dist, venv = tmp_path / "dist", tmp_path / "venv"
+    built = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(dist), str(REPO_ROOT)],
+                           capture_output=True, text=True, timeout=600)
+    assert built.returncode == 0, built.stderr[-3000:]
+    wheel, = dist.glob("vdim_tf-*.whl")
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
+    python = venv / "bin" / "python"
+    purelib = subprocess.run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                             capture_output=True, text=True, check=True).stdout.strip()
+    deps = [p for p in site.getsitepackages() + [sysconfig.get_paths()["purelib"]] if os.path.isdir(p)]
+    pathlib.Path(purelib, "deps_from_test_env.pth").write_text("\n".join(dict.fromkeys(deps)) + "\n")
+    installed = subprocess.run([python, "-m", "pip", "install", "-q", "--no-deps", str(wheel)],
+                               capture_output=True, text=True, timeout=300)
+    assert installed.returncode == 0, installed.stderr[-3000:]
+    check = subprocess.run([python, "-m", "pip", "check"], capture_output=True, text=True, timeout=120)
+    assert check.returncode == 0, check.stdout + check.stderr
+
+    work = tmp_path / "elsewhere"
+    work.mkdir()
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"} | {"TF_CPP_MIN_LOG_LEVEL": "2"}
+
+    def run(*args):
+        out = subprocess.run(args, cwd=work, env=env, capture_output=True, text=True, timeout=TIMEOUT)
+        assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
+        return out
+
+    assert "pretrain" in run(str(venv / "bin" / "vdim-pretrain"), "--help").stdout
+    run(str(venv / "bin" / "vdim-pretrain"), "--flagfile=demo_pretrain.cfg", "--model_dir=run", "--train_steps=2",
+        f"--train_data={tiny_synthetic / 'train' / '*.tfrecord'}", "--batch_size=4", "--checkpoint_every=2",
+        "--log_every=1", "--warmup_steps=1")
+    assert (work / "run" / "checkpoints").is_dir()  # the relative --model_dir is the caller's folder
+    out = run(str(python), "-c", "import vdim_tf; print(vdim_tf.__file__); "
+              "print(vdim_tf.load_encoder('run')(vdim_tf.load_preprocess('run')(__import__('numpy').zeros("
+              "(1, 16, 64, 64, 3), 'uint8'))).shape)")
+    module, shape = out.stdout.strip().splitlines()[-2:]
+    assert module.startswith(str(venv)), module
+    assert shape == "(1, 128)"

@@ -1,7 +1,8 @@
 """Command-line entry points: one module per command a user runs.
 
 Every launcher ends in `launch.run(main)`, and the console scripts of the installed package
-(`vdim-pretrain`, … see pyproject.toml) call the functions at the bottom of this file. Both parse
+(`vdim-pretrain`, … see pyproject.toml) call the `*_command` functions at the bottom of this file
+(not named like the launcher modules, which they would hide). Both parse
 flags the same way: absl's parser, after `--flagfile` arguments are read here (`expand_flagfiles`)
 so that a flagfile shipped with vdim_tf can be named from any folder.
 """
@@ -91,29 +92,29 @@ def _console(command):
     run(importlib.import_module(f"vdim_tf.launch.{command}").main)
 
 
-def pretrain():
+def pretrain_command():
     _console("pretrain")
 
 
-def finetune():
+def finetune_command():
     _console("finetune")
 
 
-def evaluate():
+def evaluate_command():
     _console("evaluate")
 
 
-def export():
+def export_command():
     _console("export")
 
 
-def predict():
+def predict_command():
     _console("predict")
 
 
-def prepare():
+def prepare_command():
     _console("prepare")
 
 
-def demo():
+def demo_command():
     _console("demo")
