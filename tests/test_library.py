@@ -170,7 +170,7 @@ def _scalar_tags(folder):
     return tags
 
 
-def test_finetune_and_evaluate_tensorboard_tags_are_grouped_by_kind(tiny_synthetic, pretrained_run, tmp_path):
+def test_finetune_and_evaluate_tensorboard_tags_are_grouped_by_kind_and_the_run_exports_as_keras(tiny_synthetic, pretrained_run, tmp_path):
     config = finetune.FinetuneConfig(
         train_data=str(tiny_synthetic / "train" / "*.tfrecord"), test_data=str(tiny_synthetic / "test" / "*.tfrecord"),
         model_dir=str(tmp_path / "run"), train_steps=2, batch_size=4,
@@ -187,6 +187,14 @@ def test_finetune_and_evaluate_tensorboard_tags_are_grouped_by_kind(tiny_synthet
     assert _scalar_tags(os.path.join(config.model_dir, "eval")) == {
         "accuracy/video_top1", "accuracy/video_top5", "accuracy/clip_top1", "accuracy/clip_top5",
         *(f"retrieval/R@{k}" for k in (1, 5))}  # R@k for k <= the 8 training videos
+
+    # The same run exported as one .keras file: the classifier, with the run's weights.
+    from vdim_tf import export
+
+    classifier = export.export_keras(config.model_dir, str(tmp_path / "classifier.keras"))
+    loaded = keras.models.load_model(str(tmp_path / "classifier.keras"))
+    assert isinstance(loaded, VideoClassifier)
+    np.testing.assert_array_equal(loaded(CLIP[:, None]), classifier(CLIP[:, None]))
 
 
 def test_export_keras_writes_the_classifier_or_the_encoder(tiny_synthetic, pretrained_run, tmp_path):

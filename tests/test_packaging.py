@@ -150,7 +150,8 @@ def test_the_wheel_installs_and_runs_outside_the_repo(tmp_path, tiny_synthetic):
     """Builds the wheel, installs it into a fresh venv in tmp_path and runs a console script and
     the library from there.
 
-    The venv gets the wheel alone (`--no-deps`); its dependencies come from the environment running
+    The venv gets the wheel alone (`--no-deps`; `--ignore-installed` because an editable vdim_tf
+    of the test's environment is visible too); its dependencies come from the environment running
     this test, made visible by one `.pth` line (an offline install of TensorFlow would need a 600 MB
     wheelhouse). `pip check` then proves those installed versions satisfy the wheel's pins, and the
     imports prove vdim_tf itself comes from the wheel, not from the repo.
@@ -169,7 +170,7 @@ def test_the_wheel_installs_and_runs_outside_the_repo(tmp_path, tiny_synthetic):
                              capture_output=True, text=True, check=True).stdout.strip()
     deps = [p for p in site.getsitepackages() + [sysconfig.get_paths()["purelib"]] if os.path.isdir(p)]
     pathlib.Path(purelib, "deps_from_test_env.pth").write_text("\n".join(dict.fromkeys(deps)) + "\n")
-    installed = subprocess.run([python, "-m", "pip", "install", "-q", "--no-deps", str(wheel)],
+    installed = subprocess.run([python, "-m", "pip", "install", "-q", "--no-deps", "--ignore-installed", str(wheel)],
                                capture_output=True, text=True, timeout=300)
     assert installed.returncode == 0, installed.stderr[-3000:]
     check = subprocess.run([python, "-m", "pip", "check"], capture_output=True, text=True, timeout=120)
