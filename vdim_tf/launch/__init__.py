@@ -89,7 +89,10 @@ def run(main):
 
 def _console(command):
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    run(importlib.import_module(f"vdim_tf.launch.{command}").main)
+    module = importlib.import_module(f"vdim_tf.launch.{command}")
+    # absl's --help prints the __main__ module's docstring: the launcher's, not the script wrapper's.
+    sys.modules["__main__"].__doc__ = module.__doc__
+    run(module.main)
 
 
 def pretrain_command():
