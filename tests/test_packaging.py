@@ -42,7 +42,12 @@ def test_tensorflow_is_declared_once_as_a_cpu_or_gpu_extra_of_the_same_version()
 
 def test_the_environment_running_the_tests_has_the_pinned_versions():
     project = _pyproject()["project"]
-    pins = _pins(project["dependencies"] + project["optional-dependencies"]["cpu"]
+    try:  # ./run installs the cpu extra, or the gpu one where nvidia-smi lists a GPU
+        importlib.metadata.version("tensorflow-cpu")
+        extra = "cpu"
+    except importlib.metadata.PackageNotFoundError:
+        extra = "gpu"
+    pins = _pins(project["dependencies"] + project["optional-dependencies"][extra]
                  + project["optional-dependencies"]["test"])
     installed = {name: importlib.metadata.version(name) for name in pins}
     assert installed == pins
