@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from vdim_tf import trainer
+from vdim_tf import loop, trainer
 from vdim_tf.data.synthetic import SyntheticConfig, generate_synthetic_dataset
 from vdim_tf.launch import pretrain as launcher
 
@@ -252,7 +252,7 @@ def test_mixed_bfloat16_run_computes_in_bfloat16_and_restores_the_policy(train_g
     config = small_config(train_glob, tmp_path / "run", precision="mixed_bfloat16", train_steps=2)
     result = trainer.pretrain(config, progress=False)
 
-    assert result["step"] == 2 and np.isfinite(result["metrics"]["loss"])
+    assert result["step"] == 2 and np.isfinite(result["metrics"]["loss/total"])
     assert result["model"].encoder.compute_dtype == "bfloat16"
     assert {v.dtype for v in result["model"].weights} == {"float32"}  # checkpoints stay float32
     assert keras.mixed_precision.global_policy().name == "float32"
@@ -274,6 +274,7 @@ def test_run_writes_the_resolved_config(finished_run):
     with open(os.path.join(config.model_dir, "config.json")) as f:
         written = json.load(f)
 
+    assert written.pop("versions") == loop.run_versions()
     assert written == json.loads(config.to_json())
     assert written["model"]["antecedent_layers"] == [4, 5, 6] and written["views"]["final_length"] == 16
 
@@ -292,10 +293,12 @@ def test_tensorboard_logs_losses_accuracies_learning_rate_and_throughput(finishe
     config, _ = finished_run
     tags = scalar_tags(config.model_dir)
 
-    expected = {"loss", "loss_4_6", "loss_6_4", "acc_4_6", "acc_6_6", "learning_rate", "clips_per_second",
-                "step_time_seconds"}
+    expected = {"loss/total", "loss/layer4_to_layer6", "loss/layer6_to_layer4", "nce_accuracy/layer4_to_layer6",
+                "nce_accuracy/layer6_to_layer6", "optimizer/learning_rate", "throughput/clips_per_second",
+                "throughput/step_time_seconds"}
     assert expected <= set(tags), sorted(tags)
-    assert sorted(tags["loss"]) == [1, 2, 3]
+    assert {tag.split("/")[0] for tag in tags} == {"loss", "nce_accuracy", "optimizer", "throughput"}, sorted(tags)
+    assert sorted(tags["loss/total"]) == [1, 2, 3]
 
 
 def test_larger_train_steps_continues_the_same_run(finished_run, capsys):
@@ -305,7 +308,7 @@ def test_larger_train_steps_continues_the_same_run(finished_run, capsys):
 
     assert f"resuming from {os.path.join(config.model_dir, 'checkpoints', 'ckpt-3')} at step 3" in capsys.readouterr().out
     assert result["step"] == 5 and latest_step(config.model_dir) == checkpoint_iterations(config.model_dir) == 5
-    assert sorted(scalar_tags(config.model_dir)["loss"]) == [1, 2, 3, 4, 5]
+    assert sorted(scalar_tags(config.model_dir)["loss/total"]) == [1, 2, 3, 4, 5]
 
 
 # --- distribution ----------------------------------------------------------------------------
@@ -314,7 +317,7 @@ def test_larger_train_steps_continues_the_same_run(finished_run, capsys):
 WORKER_SCRIPT = """
 import sys
 import numpy as np
-from vdim_tf import trainer
+from vdim_tf import loop, trainer
 from vdim_tf.launch import pretrain as launcher
 
 launcher.FLAGS(["pretrain"] + sys.argv[2:])
@@ -388,7 +391,7 @@ def test_trains_through_a_tf_data_service(train_glob, tmp_path):
 
     result = trainer.pretrain(config, progress=False)
 
-    assert result["step"] == 3 and np.isfinite(result["metrics"]["loss"])
+    assert result["step"] == 3 and np.isfinite(result["metrics"]["loss/total"])
     assert worker._num_tasks() >= 1, "the service worker produced no data"  # private, test-only count
     worker.stop()
     dispatcher.stop()

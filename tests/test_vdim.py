@@ -104,13 +104,13 @@ def test_training_drives_loss_down_and_accuracy_above_chance():
     model.fit(ds, steps_per_epoch=200, epochs=1, verbose=0)
     last = model.evaluate(ds, steps=4, verbose=0, return_dict=True)
     # At initialisation the loss sits at Σ log(candidates) over the pairs (≈ 9.4 here).
-    assert last["loss"] < 0.7 * first["loss"], (first, last)
+    assert last["loss/total"] < 0.7 * first["loss/total"], (first, last)
     # Global→global (6, 6): 1 positive against batch − 1 negatives; chance is 1/8.
-    assert last["acc_6_6"] > 0.6, last
+    assert last["nce_accuracy/layer6_to_layer6"] > 0.6, last
     # Local→global (5, 6): 1 positive against 7 negatives per local feature.
-    assert last["acc_5_6"] > 3 * (1 / batch), last
+    assert last["nce_accuracy/layer5_to_layer6"] > 3 * (1 / batch), last
     # Global→local (6, 5): 1 positive against 7 × 27 negatives; chance is 1/190.
-    assert last["acc_6_5"] > 0.1, last
+    assert last["nce_accuracy/layer6_to_layer5"] > 0.1, last
 
 
 def _one_step(strategy, weights, batch):
@@ -136,7 +136,7 @@ def test_mirrored_strategy_matches_single_device():
     batch = _views(8, seed=1)
     single_hist, single_w = _one_step(tf.distribute.OneDeviceStrategy(devices[0]), weights, batch)
     mirrored_hist, mirrored_w = _one_step(tf.distribute.MirroredStrategy(devices[:2]), weights, batch)
-    np.testing.assert_allclose(mirrored_hist["loss"], single_hist["loss"], rtol=1e-4)
+    np.testing.assert_allclose(mirrored_hist["loss/total"], single_hist["loss/total"], rtol=1e-4)
     updates = np.concatenate([(a - w).ravel() for w, a in zip(weights, single_w)])
     mirrored_updates = np.concatenate([(b - w).ravel() for w, b in zip(weights, mirrored_w)])
     # The whole update, compared by norm: a replica-scaling error would be off by 100% (a missing

@@ -237,7 +237,7 @@ def evaluate_run(model_dir, test_data=None, batch_size=8, window_stride=None, re
     step = _checkpoint_step(model_dir)
     with tf.summary.create_file_writer(eval_dir).as_default(step=step):
         for key in ("video_top1", "video_top5", "clip_top1", "clip_top5"):
-            tf.summary.scalar(key, results[key])
+            tf.summary.scalar(f"accuracy/{key}", results[key])
         for key, value in results.get("retrieval", {}).items():
             tf.summary.scalar(f"retrieval/{key}", value)
         for key in ("phi", "psi"):

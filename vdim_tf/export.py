@@ -38,6 +38,7 @@ import tempfile
 
 import tensorflow as tf
 
+from vdim_tf import loop
 from vdim_tf.data import augment as augment_lib
 from vdim_tf.data import records
 from vdim_tf.data import views as views_lib
@@ -320,7 +321,9 @@ def _read_run_config(model_dir):
         raise ExportError(f"{os.path.abspath(path)} not found: --model_dir should be a fine-tuning or pretraining "
                           "run folder")
     with open(path) as f:
-        return json.load(f)
+        saved = json.load(f)
+    loop.note_other_version(saved, model_dir)
+    return saved
 
 
 def _color_space(augment):
@@ -493,3 +496,27 @@ def export_run(model_dir, export_dir, overwrite=False, **kwargs):
     module = module_for_run(model_dir, **kwargs)
     save(module, export_dir, overwrite=overwrite, model_dir=model_dir)
     return module.config
+
+
+def export_keras(model_dir, path, overwrite=False, encoder_only=False):
+    """Writes a run as one Keras file (`keras.models.load_model` reads it back, given vdim_tf):
+    a fine-tuning run's `VideoClassifier`, or `VideoEncoder` (φ_g∘Ψ) for a pretraining run or
+    with `encoder_only`. Unlike the SavedModel it holds the model only, not the preprocessing or
+    the windowing. Returns the model."""
+    from vdim_tf import api
+
+    if not path.endswith(".keras"):
+        raise ExportError(f"--export_dir={path}: a Keras export is one file whose name ends in .keras")
+    if os.path.exists(path) and not os.path.isfile(path):
+        raise ExportError(f"--export_dir={os.path.abspath(path)} is a folder, not a .keras file; --overwrite "
+                          "replaces only a previous .keras file")
+    if os.path.exists(path) and not overwrite:
+        raise ExportError(f"--export_dir={os.path.abspath(path)} exists; pass --overwrite to replace it")
+    saved = _read_run_config(model_dir)
+    if saved.get("kind") == "finetune" and not encoder_only:
+        model = api.load_classifier(model_dir)
+    else:
+        model = api.load_encoder(model_dir)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    model.save(path)
+    return model

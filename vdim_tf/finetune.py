@@ -227,6 +227,7 @@ def load_pretrained(classifier, path):
     config_path, prefix = _pretrained_paths(path)
     with open(config_path) as f:
         saved = json.load(f)
+    loop.note_other_version(saved, path)
     if saved.get("kind", "pretrain") != "pretrain" or "model" not in saved:
         raise PretrainedError(f"--pretrained={path}: {config_path} is not a VDIM pretraining run")
     model_config = saved["model"]
@@ -340,8 +341,7 @@ def _finetune(config, record, files, strategy, progress):
     elif fresh:
         print("no --pretrained: encoder initialised at random (the baseline)")
     if loop.is_chief(strategy):
-        with open(os.path.join(config.model_dir, CONFIG_FILE), "w") as f:
-            json.dump(record, f, indent=2, default=str)
+        loop.write_config(config.model_dir, record, CONFIG_FILE)
 
     views = config.views
 
@@ -363,7 +363,7 @@ def _finetune(config, record, files, strategy, progress):
         grads = tape.gradient(scaled, model.trainable_variables)
         optimizer.apply(grads, model.trainable_variables)
         correct = tf.cast(tf.equal(tf.argmax(logits, -1), batch["label"]), tf.float32)
-        return {"loss": loss, "accuracy": tf.reduce_mean(correct)}
+        return {loop.LOSS: loss, "accuracy/train_clip_top1": tf.reduce_mean(correct)}
 
     nan_hint = "Try a lower --learning_rate" + (" or --precision=float32." if config.precision != "float32" else ".")
     loop_config = loop.LoopConfig(config.model_dir, config.train_steps, config.checkpoint_every,
@@ -379,6 +379,7 @@ def load_config(model_dir):
         raise FileNotFoundError(f"{os.path.abspath(path)} not found: --model_dir should be a fine-tuning run folder")
     with open(path) as f:
         saved = json.load(f)
+    loop.note_other_version(saved, model_dir)
     if saved.get("kind") != "finetune":
         raise ValueError(f"{model_dir} is not a fine-tuning run (config kind {saved.get('kind', 'pretrain')!r})")
     return saved

@@ -21,6 +21,10 @@ import tensorflow as tf
 
 STRATEGIES = ("default", "mirrored", "multi_worker")
 
+# The training loss every `replica_step` returns; metric names are TensorBoard tags, grouped by
+# kind before the "/" (loss/, nce_accuracy/, accuracy/, throughput/, optimizer/).
+LOSS = "loss/total"
+
 
 class TrainingError(RuntimeError):
     """A run that cannot continue (non-finite loss); the last good checkpoint is left as it was."""
@@ -133,6 +137,47 @@ RESUMABLE_CHANGES = ("train_steps", "checkpoint_every", "keep_checkpoints", "log
                      "jit_compile", "data_service_address", "precision")
 
 
+# Keys of config.json that say what wrote the run, not what it trains: never compared on resume.
+RUN_RECORD_KEYS = ("versions",)
+
+
+def run_versions():
+    """The versions that write a run, recorded in its config.json under "versions"."""
+    import vdim_tf
+
+    return {"vdim_tf": vdim_tf.__version__, "tensorflow": tf.__version__, "keras": keras.__version__}
+
+
+def write_config(model_dir, config_dict, config_file="config.json"):
+    """Writes a run's settings and `run_versions()` to `model_dir/config_file`."""
+    import json
+
+    with open(os.path.join(model_dir, config_file), "w") as f:
+        json.dump({**config_dict, "versions": run_versions()}, f, indent=2, default=str)
+
+
+def settings_of(saved):
+    """A saved config.json without `RUN_RECORD_KEYS`: what resuming compares."""
+    return {k: v for k, v in saved.items() if k not in RUN_RECORD_KEYS}
+
+
+def note_other_version(saved, model_dir):
+    """Says so (on stderr) when another vdim_tf version wrote the run; runs from before versions
+    were recorded say nothing. Returns the message, or None."""
+    import sys
+
+    import vdim_tf
+
+    written = saved.get("versions", {}).get("vdim_tf")
+    if written is None or written == vdim_tf.__version__:
+        return None
+    message = (f"note: {model_dir} was written by vdim_tf {written} (TensorFlow "
+               f"{saved['versions'].get('tensorflow')}, Keras {saved['versions'].get('keras')}); "
+               f"this is vdim_tf {vdim_tf.__version__}")
+    print(message, file=sys.stderr)
+    return message
+
+
 def check_precision(precision):
     """Refuses mixed_float16 where no GPU is visible: TensorFlow's CPU kernels lack float16 for
     some of the encoder's ops (AvgPool3D), and the run would otherwise stop at its first step
@@ -173,6 +218,8 @@ def check_resume(model_dir, config_dict, config_file="config.json"):
 
     with open(path) as f:
         saved = json.load(f)
+    note_other_version(saved, model_dir)
+    saved = settings_of(saved)
     current = json.loads(json.dumps(config_dict, default=str))
     changed = sorted(k for k in set(saved) | set(current)
                      if k not in RESUMABLE_CHANGES and saved.get(k) != current.get(k))
@@ -208,7 +255,7 @@ def train_loop(config, *, strategy, checkpoint, optimizer, make_dataset, replica
       optimizer: its `iterations` is the step counter.
       make_dataset: `start_step -> tf.data.Dataset` of global batches (reseeded by the caller from
         the step, so a resumed run does not replay the same examples).
-      replica_step: `batch -> dict of float32 scalars` (with "loss"): one optimisation step on a
+      replica_step: `batch -> dict of float32 scalars` (with `LOSS`): one optimisation step on a
         per-replica batch.
       batch_size: global batch, for clips/s.
       on_start: `on_start(writer, dataset)`, called on the chief of a fresh run (step 0).
@@ -266,22 +313,22 @@ def train_loop(config, *, strategy, checkpoint, optimizer, make_dataset, replica
             values = {k: float(v) for k, v in train_step(iterator, flag).items()}
             stopping = values.pop(_STOP) > 0
             current = int(step.numpy())
-            if not math.isfinite(values["loss"]):
+            if not math.isfinite(values[LOSS]):
                 raise TrainingError(
-                    f"loss is {values['loss']} at step {current}; stopping. The last good checkpoint "
+                    f"loss is {values[LOSS]} at step {current}; stopping. The last good checkpoint "
                     f"({manager.latest_checkpoint or 'none yet'}) was left untouched. {nan_hint}"
                 )
             for k, v in values.items():
                 sums[k] = sums.get(k, 0.0) + v
             count += 1
             bar.update(1)
-            bar.set_postfix(loss=f"{values['loss']:.3f}", refresh=False)
+            bar.set_postfix(loss=f"{values[LOSS]:.3f}", refresh=False)
             if current % config.log_every == 0 or current == config.train_steps:
                 elapsed = time.perf_counter() - t0
                 metrics = {k: v / count for k, v in sums.items()}
-                metrics["clips_per_second"] = count * batch_size / elapsed
-                metrics["step_time_seconds"] = elapsed / count
-                metrics["learning_rate"] = float(optimizer.learning_rate)
+                metrics["throughput/clips_per_second"] = count * batch_size / elapsed
+                metrics["throughput/step_time_seconds"] = elapsed / count
+                metrics["optimizer/learning_rate"] = float(optimizer.learning_rate)
                 with writer.as_default(step=current):
                     for k, v in metrics.items():
                         tf.summary.scalar(k, v)

@@ -18,7 +18,7 @@ from vdim_tf.data import views as views_lib
 from vdim_tf.models import losses
 from vdim_tf.models.encoder import get_preset, minimum_input
 from vdim_tf.loop import STRATEGIES, TrainingError, is_chief, make_strategy  # noqa: F401 (re-exported)
-from vdim_tf.models.vdim import VDIM
+from vdim_tf.models.vdim import VDIM, pair_metric_names
 
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 
@@ -212,8 +212,7 @@ def _pretrain(config, files, strategy, progress):
     os.makedirs(config.model_dir, exist_ok=True)
     loop.check_resume(config.model_dir, dataclasses.asdict(config))
     if loop.is_chief(strategy):
-        with open(os.path.join(config.model_dir, "config.json"), "w") as f:
-            f.write(config.to_json())
+        loop.write_config(config.model_dir, dataclasses.asdict(config))
     if config.seed is not None:
         # The same initial weights in every process: a run is reproducible, and a multi-worker run
         # matches a one-process run on the same global batch.
@@ -227,10 +226,9 @@ def _pretrain(config, files, strategy, progress):
 
     def replica_step(batch):
         loss, results = model.apply_gradients_step(batch["view1"], batch["view2"])
-        out = {"loss": loss}
-        for (j, k), (l, a) in results.items():
-            out[f"loss_{j}_{k}"] = l
-            out[f"acc_{j}_{k}"] = a
+        out = {loop.LOSS: loss}
+        for pair, values in results.items():
+            out.update(zip(pair_metric_names(*pair), values))
         return out
 
     loop_config = loop.LoopConfig(config.model_dir, config.train_steps, config.checkpoint_every,

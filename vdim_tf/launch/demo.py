@@ -21,7 +21,9 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from absl import app, flags
+from absl import flags
+
+from vdim_tf import launch
 
 flags.DEFINE_string("workdir", os.path.join("runs", "demo"), "Where the demo's runs and export go.")
 flags.DEFINE_string("synthetic_dir", os.path.join("data", "synthetic"), "Where the synthetic dataset goes.")
@@ -30,7 +32,6 @@ flags.DEFINE_integer("finetune_steps", 600, "Fine-tuning steps for each initiali
 flags.DEFINE_bool("quick", False, "A smoke run: 20 pretraining and 20 fine-tuning steps.")
 
 FLAGS = flags.FLAGS
-REPO = os.path.normpath(os.path.join(os.path.dirname(__file__), "..", ".."))
 
 
 # Lines TensorFlow prints at start-up whatever the log level (before absl logging is set up), and
@@ -79,7 +80,7 @@ def main(argv):
     runs = {"VDIM-pretrained": os.path.join(work, "finetune_pretrained"),
             "random init": os.path.join(work, "finetune_random")}
     export_dir = os.path.join(work, "export")
-    cfg = lambda name: os.path.join(REPO, "configs", name)  # noqa: E731
+    cfg = lambda name: os.path.abspath(launch.find_config(os.path.join("configs", name)))  # noqa: E731
     started = time.perf_counter()
 
     _step("1/6 prepare the synthetic dataset", "prepare", "--dataset=synthetic", f"--output_dir={data}")
@@ -113,4 +114,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    launch.run(main)

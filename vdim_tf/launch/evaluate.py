@@ -26,7 +26,9 @@ import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from absl import app, flags, logging
+from absl import flags, logging
+
+from vdim_tf import launch
 
 flags.DEFINE_list("model_dir", None, "Fine-tuning or pretraining run folder(s), comma-separated (e.g. one per "
                   "split). Required.")
@@ -109,4 +111,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    launch.run(main)

@@ -21,7 +21,9 @@ import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from absl import app, flags, logging
+from absl import flags, logging
+
+from vdim_tf import launch
 
 flags.DEFINE_string("model_dir", None, "Fine-tuning or pretraining run folder (its newest checkpoint is exported). "
                     "Required.")
@@ -34,6 +36,9 @@ flags.DEFINE_integer("window_stride", None, "Frames between window starts. Defau
 flags.DEFINE_integer("windows_per_step", 8, "Windows run through the model at once (memory vs. speed).")
 flags.DEFINE_bool("overwrite", False, "Replace a previous export in --export_dir (a folder holding only a "
                   "SavedModel; any other non-empty folder is refused).")
+flags.DEFINE_enum("format", "saved_model", ["saved_model", "keras"], "saved_model: the serving export described "
+                  "above; keras: the classifier (or encoder) as one .keras file for keras.models.load_model, "
+                  "--export_dir=NAME.keras.")
 FLAGS = flags.FLAGS
 
 
@@ -46,6 +51,15 @@ def main(argv):
             sys.exit(f"export: error: --{name} is required")
     from vdim_tf import export
 
+    if FLAGS.format == "keras":
+        try:
+            model = export.export_keras(FLAGS.model_dir, FLAGS.export_dir, overwrite=FLAGS.overwrite,
+                                        encoder_only=FLAGS.encoder_only)
+        except (ValueError, FileNotFoundError) as e:
+            sys.exit(f"export: error: {e}")
+        print(f"exported {type(model).__name__} to {FLAGS.export_dir}; load with keras.models.load_model "
+              "after `import vdim_tf.api`")
+        return
     try:
         config = export.export_run(FLAGS.model_dir, FLAGS.export_dir, overwrite=FLAGS.overwrite,
                                    encoder_only=FLAGS.encoder_only, top_k=FLAGS.top_k,
@@ -60,4 +74,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    launch.run(main)

@@ -19,8 +19,9 @@ import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from absl import app, flags, logging
+from absl import flags, logging
 
+from vdim_tf import launch
 from vdim_tf.launch import flags as vflags
 
 vflags.define_run_flags()
@@ -120,4 +121,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    launch.run(main)

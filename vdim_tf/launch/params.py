@@ -7,7 +7,9 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from absl import app, flags
+from absl import flags
+
+from vdim_tf import launch
 
 flags.DEFINE_string("encoder", "paper", "Encoder preset name (paper, cpu).")
 flags.DEFINE_integer("embedding_dim", 512, "|Y| of the global head φ (paper: 512).")
@@ -39,4 +41,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    launch.run(main)

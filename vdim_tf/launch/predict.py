@@ -21,7 +21,9 @@ import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from absl import app, flags, logging
+from absl import flags, logging
+
+from vdim_tf import launch
 
 flags.DEFINE_string("export_dir", None, "SavedModel folder written by vdim_tf.launch.export. Required.")
 flags.DEFINE_integer("top_k", 5, "Labels shown per video (capped at the class count).")
@@ -183,4 +185,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    launch.run(main)

@@ -31,8 +31,9 @@ import json
 import sys
 import time
 
-from absl import app, flags
+from absl import flags
 
+from vdim_tf import launch
 from vdim_tf.data import prepare, synthetic
 
 EXIT_SKIPPED = 2
@@ -159,4 +160,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    launch.run(main)

@@ -13,6 +13,7 @@ def _bn(name):
     return layers.BatchNormalization(synchronized=True, momentum=0.9, epsilon=1e-5, name=name)
 
 
+@keras.saving.register_keras_serializable(package="vdim_tf")
 class ConvBlock(layers.Layer):
     """R(2+1)D conv block (Fig. 2a): spatial conv `1×k×k`, then temporal conv `kt×1×1`, each + ReLU.
 
@@ -83,6 +84,7 @@ class ConvBlock(layers.Layer):
         return config
 
 
+@keras.saving.register_keras_serializable(package="vdim_tf")
 class ResidualBranch(layers.Layer):
     """The residual branch of a ResBlock: ReLU → spatial conv → ReLU → temporal conv.
 
@@ -127,6 +129,7 @@ class ResidualBranch(layers.Layer):
         return config
 
 
+@keras.saving.register_keras_serializable(package="vdim_tf")
 class ResBlock(layers.Layer):
     """Residual R(2+1)D block followed by `num_1x1` residual 1×1×1 blocks (paper Fig. 2b).
 

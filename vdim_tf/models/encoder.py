@@ -126,6 +126,7 @@ def minimum_input(blocks):
     return smallest(True), smallest(False)
 
 
+@keras.saving.register_keras_serializable(package="vdim_tf")
 class Encoder(layers.Layer):
     """The encoder Ψ: a stack of R(2+1)D blocks that returns every block's output.
 

@@ -22,6 +22,7 @@ class NearIdentity(keras.initializers.Initializer):
         return {"scale": self.scale, "seed": self.seed}
 
 
+@keras.saving.register_keras_serializable(package="vdim_tf")
 class ContrastiveHead(layers.Layer):
     """φ_j: `BN_out(W2 · ReLU(BN(W1 · x)) + Ws · x)`, applied at every location.
 

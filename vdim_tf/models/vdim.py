@@ -20,6 +20,16 @@ def layer_pairs(antecedent_layers, consequent_layers, symmetric=True):
     return tuple(sorted(pairs))
 
 
+# Metric names, which are also the TensorBoard tags (grouped by the part before "/"): the loss of
+# pair (j, k) is view 1's layer j contrasted with view 2's layer k.
+TOTAL_LOSS = "loss/total"
+
+
+def pair_metric_names(j, k):
+    """(loss name, NCE accuracy name) of layer pair (j, k)."""
+    return f"loss/layer{j}_to_layer{k}", f"nce_accuracy/layer{j}_to_layer{k}"
+
+
 def _flatten_locations(x):
     """`(B, T, H, W, D)` → `(B, T·H·W, D)`."""
     return tf.reshape(x, [tf.shape(x)[0], -1, x.shape[-1]])
@@ -50,7 +60,8 @@ class VDIM(keras.Model):
       dict: block index → head embedding `(B, T', H', W', embedding_dim)` for every layer used.
 
     `train_step` takes `{"view1": (B, T, H, W, 3), "view2": (B, T, H, W, 3), ...}` and returns the
-    total loss, the loss per layer pair (`loss_5_8` …) and the NCE accuracy per pair (`acc_5_8` …).
+    total loss (`loss/total`), the loss per layer pair (`loss/layer5_to_layer8` …) and the NCE
+    accuracy per pair (`nce_accuracy/layer5_to_layer8` …).
     """
 
     def __init__(self, encoder_preset="paper", embedding_dim=512, antecedent_layers=(5, 6, 8),
@@ -80,10 +91,9 @@ class VDIM(keras.Model):
             self.heads[j] = ContrastiveHead(embedding_dim, name=f"head_{j}")
             # An attribute per head: tf.train.Checkpoint follows attributes, not Keras 3's dicts.
             setattr(self, f"head_{j}", self.heads[j])
-        self.loss_tracker = keras.metrics.Mean(name="loss")
+        self.loss_tracker = keras.metrics.Mean(name=TOTAL_LOSS)
         self.pair_trackers = {
-            pair: (keras.metrics.Mean(name=f"loss_{pair[0]}_{pair[1]}"),
-                   keras.metrics.Mean(name=f"acc_{pair[0]}_{pair[1]}"))
+            pair: tuple(keras.metrics.Mean(name=name) for name in pair_metric_names(*pair))
             for pair in self.pairs
         }
 
