@@ -223,3 +223,12 @@ def test_invalid_precision_names_the_valid_values(tiny_synthetic, tmp_path):
     with pytest.raises(ValueError, match=r"precision='float16'.*mixed_float16.*mixed_bfloat16"):
         finetune.finetune(config, progress=False)
     assert not (tmp_path / "run").exists()
+
+
+def test_views_longer_than_the_preset_takes_are_refused_before_training(tiny_synthetic, tmp_path):
+    # 24 frames make the CPU preset's global layer 3×1×1: the classifier wants one vector per view.
+    config = _finetune_config(tiny_synthetic, tmp_path / "run", final_length=24)
+    with pytest.raises(ValueError, match=r"--final_length=24 --image_size=64: .*global layer 6 3×1×1, not 1×1×1.*"
+                                         r"15-18 frames of 63-78 px"):
+        finetune.finetune(config, progress=False)
+    assert not (tmp_path / "run").exists()
