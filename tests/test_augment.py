@@ -11,6 +11,7 @@ from vdim_tf.data.augment import (
     center_crop_resize,
     color_jitter,
     draw_view_params,
+    eval_view,
     normalize,
 )
 
@@ -171,3 +172,41 @@ def test_hue_shift_turns_colours_but_keeps_grays_and_luma():
     np.testing.assert_allclose(shifted[0, 0, 2], [0.5, 0.5, 0.5], atol=1e-4)
     assert np.abs(shifted[0, 0, :2] - colours.numpy()[0, 0, :2]).max() > 0.05
     np.testing.assert_allclose(color_jitter(colours, _hue_only(0.0)), colours, atol=1e-5)
+
+
+def _lab_training_expectation(frames, size):
+    """Mean of the training input over the three equally likely dropped Lab channels, with a crop of
+    the whole (square) frame and no flip, so only the Lab dropout differs from evaluation."""
+    config = AugmentConfig(color_mode="lab", output_size=size, crop_scale=(1.0, 1.0), crop_aspect_ratio=(1.0, 1.0),
+                           flip_probability=0.0)
+    params = draw_view_params(tf.constant([3, 1]), size, size, config, flip=False)
+    drops = [apply_view_params(frames, {**params, "drop_channel": tf.constant(c)}, config) for c in range(3)]
+    return np.mean([d.numpy() for d in drops], axis=0)
+
+
+def test_lab_training_inputs_match_evaluation_inputs_in_expectation():
+    # Evaluation (and export, below) feeds all three Lab channels unscaled; training drops one at
+    # random. Averaged over the dropped channel, training must feed what evaluation feeds.
+    size = 32
+    frames = tf.constant(np.random.default_rng(4).integers(0, 256, (2, size, size, 3), dtype=np.uint8))
+    evaluation = eval_view(frames, size, "lab").numpy()
+    training = _lab_training_expectation(frames, size)
+    assert np.abs(evaluation).mean(axis=(0, 1, 2)).min() > 0.05, "every channel carries signal"
+    np.testing.assert_allclose(training.mean(axis=(0, 1, 2)), evaluation.mean(axis=(0, 1, 2)), atol=1e-4)
+    np.testing.assert_allclose(training, evaluation, atol=1e-4)
+
+
+def test_export_feeds_lab_inputs_as_evaluation_does():
+    from vdim_tf import export
+
+    class Encoder:
+        embedding_dim = 4
+
+        def embed(self, clips, training=False):
+            return tf.zeros([tf.shape(clips)[0], 4])
+
+    config = export.ServingConfig(kind=export.ENCODER, final_length=2, factor=1, num_views=1, size=32,
+                                  color_space="lab")
+    video = np.random.default_rng(5).integers(0, 256, (1, 2, 40, 48, 3), dtype=np.uint8)
+    served = export.VideoServingModule(Encoder(), config)._frames(tf.constant(video)).numpy()
+    np.testing.assert_allclose(served[0], eval_view(tf.constant(video[0]), 32, "lab").numpy(), atol=1e-6)

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from vdim_tf.models.encoder import PRESETS, Encoder, feature_shapes
+from vdim_tf.models.encoder import PRESETS, Encoder, check_global_input, feature_shapes, global_input_range
 
 TABLE_1 = {
     1: (16, 64, 64, 64),
@@ -84,3 +84,26 @@ def test_too_short_input_names_minimum():
 def test_unknown_preset_lists_valid_ones():
     with pytest.raises(ValueError, match="valid presets"):
         Encoder(preset="huge")
+
+
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_global_input_range_is_exactly_the_inputs_with_a_1x1x1_global_layer(name):
+    preset = PRESETS[name]
+    (low_t, high_t), (low_s, high_s) = global_input_range(preset.blocks)
+    for frames in range(1, 3 * preset.frames):
+        t = feature_shapes(preset.blocks, frames, preset.size)[preset.global_layer][0]
+        assert (t == 1) == (low_t <= frames <= high_t), (frames, t)
+    for size in range(1, 3 * preset.size):
+        h = feature_shapes(preset.blocks, preset.frames, size)[preset.global_layer][1]
+        assert (h == 1) == (low_s <= size <= high_s), (size, h)
+    assert low_t <= preset.frames <= high_t and low_s <= preset.size <= high_s
+
+
+def test_input_larger_than_the_design_is_refused_with_the_sizes_that_work():
+    with pytest.raises(ValueError, match=r"global layer 6 3×1×1, not 1×1×1.*15-18 frames of 63-78 px"):
+        check_global_input("cpu", 24, 64)
+    with pytest.raises(ValueError, match=r"global layer 8 1×3×3"):
+        check_global_input("paper", 32, 160)
+    with pytest.raises(ValueError, match=r"too small.*31-34 frames"):
+        check_global_input("paper", 16, 128)
+    check_global_input("paper", 32, 128)

@@ -279,3 +279,12 @@ def test_colour_spaces_are_recorded_and_a_difference_from_pretraining_is_noted(
         del saved[key]
     (tmp_path / "run" / "config.json").write_text(json.dumps(saved))
     assert finetune.finetune(dataclasses.replace(config, train_steps=2), progress=False)["step"] == 2
+
+
+def test_views_longer_than_the_preset_takes_are_refused_before_training(tiny_synthetic, tmp_path):
+    # 24 frames make the CPU preset's global layer 3×1×1: the classifier wants one vector per view.
+    config = _finetune_config(tiny_synthetic, tmp_path / "run", final_length=24)
+    with pytest.raises(ValueError, match=r"--final_length=24 --image_size=64: .*global layer 6 3×1×1, not 1×1×1.*"
+                                         r"15-18 frames of 63-78 px"):
+        finetune.finetune(config, progress=False)
+    assert not (tmp_path / "run").exists()

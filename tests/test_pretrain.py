@@ -211,6 +211,10 @@ def launcher_error(argv):
 
 @pytest.mark.parametrize("bad_flags, expected", [
     (["--final_length=4"], "final_length=4"),
+    (["--final_length=24"], "--final_length=24 --image_size=64: views of 24 frames at 64 px make the global "
+                            "layer 6 3×1×1, not 1×1×1: the 'cpu' encoder takes 15-18 frames of 63-78 px"),
+    (["--image_size=96"], "--final_length=16 --image_size=96: views of 16 frames at 96 px make the global layer 6 1×3×3"),
+    (["--temporal_difference", "--nosymmetric"], "temporal_difference has no consequent layer"),
     (["--view2_factor=0"], "--view2_factor=0"),
     (["--antecedent_layers=4,x"], "--antecedent_layers=4,x"),
     (["--train_data=/nonexistent/*.tfrecord"], "train_data='/nonexistent/*.tfrecord'"),
@@ -244,6 +248,20 @@ def test_batch_larger_than_the_dataset_is_refused_before_training(train_glob, tm
     with pytest.raises(ValueError, match=r"batch_size=10 is larger than the 8 videos of train_data=.*<= 8"):
         trainer.pretrain(config, progress=False)
     assert not (tmp_path / "run").exists()
+
+
+def test_per_replica_negatives_with_one_clip_per_replica_fail(train_glob, tmp_path):
+    # Two replicas (conftest.py), global batch 2: one clip each, so without gathering a replica's
+    # NCE would have no negative at all.
+    config = small_config(train_glob, tmp_path / "run", strategy="mirrored", batch_size=2)
+    lone = dataclasses.replace(config, model=dataclasses.replace(config.model, gather_negatives=False))
+
+    with pytest.raises(ValueError, match=r"--nogather_negatives with --batch_size=2 on 2 replicas leaves 1 clip "
+                                         r"per replica.*--batch_size >= 4"):
+        trainer.pretrain(lone, progress=False)
+    assert not (tmp_path / "run").exists()
+    config.validate_replicas(2)  # gathered negatives span the global batch: 1 clip per replica is fine
+    dataclasses.replace(lone, batch_size=4).validate_replicas(2)
 
 
 def test_mixed_bfloat16_run_computes_in_bfloat16_and_restores_the_policy(train_glob, tmp_path):

@@ -5,7 +5,7 @@ import pytest
 import keras
 import tensorflow as tf
 
-from vdim_tf.models.vdim import VDIM, layer_pairs
+from vdim_tf.models.vdim import VDIM, difference_layers, layer_pairs
 
 CPU = dict(encoder_preset="cpu", embedding_dim=64, antecedent_layers=(5, 6), consequent_layers=(6,))
 
@@ -57,9 +57,36 @@ def test_bad_layer_index_is_rejected_with_valid_range():
         VDIM(encoder_preset="paper", antecedent_layers=(5, 9))
 
 
-def test_temporal_difference_on_a_global_layer_is_rejected():
-    with pytest.raises(ValueError, match="temporal_difference needs consequent layers"):
-        VDIM(**CPU, temporal_difference=True)
+def test_temporal_difference_with_only_a_global_consequent_is_rejected():
+    with pytest.raises(ValueError, match=r"temporal_difference has no consequent layer.*\[6\].*\[1\]"):
+        VDIM(**CPU, symmetric=False, temporal_difference=True)
+
+
+def test_paper_layer_sets_take_the_difference_on_the_reverse_pairs_only():
+    # J = {5, 6, 8} -> J' = {8} plus the reverse: consequents 5, 6 (pairs 8 -> 5, 8 -> 6) and 8.
+    consequents = sorted({k for _, k in layer_pairs((5, 6, 8), (8,), symmetric=True)})
+    assert consequents == [5, 6, 8]
+    assert difference_layers("paper", consequents, frames=32) == (5, 6)
+
+
+def test_default_layers_with_difference_take_it_exactly_on_consequents_with_two_time_steps():
+    # CPU preset defaults J = {4, 5, 6} -> J' = {6} plus the reverse: consequent layers 4 (6 time
+    # steps), 5 (3) and the 1×1×1 global layer 6.
+    model = VDIM(encoder_preset="cpu", embedding_dim=32, antecedent_layers=(4, 5, 6), consequent_layers=(6,),
+                 temporal_difference=True)
+    model.build_for()
+    x = tf.random.stateless_normal((2, 16, 64, 64, 3), seed=(5, 6))
+    features = model.encoder(x, training=False)
+    for k, differenced in ((4, True), (5, True), (6, False)):
+        f = features[k]
+        expected_input = f[:, -(f.shape[1] // 2):] - f[:, : f.shape[1] // 2] if differenced else f
+        expected = model.heads[k](expected_input, training=False).numpy()
+        got = model._consequent_features(features, k, training=False).numpy()
+        assert got.shape == expected.shape, (k, got.shape, expected.shape)
+        np.testing.assert_allclose(got, expected, atol=1e-6, err_msg=f"layer {k}")
+    results = model.compute_losses(x, x[:, ::-1], training=False)
+    assert set(results) == {(4, 6), (5, 6), (6, 4), (6, 5), (6, 6)}
+    assert all(np.isfinite(loss.numpy()) for loss, _ in results.values())
 
 
 def test_temporal_difference_consequents_depend_on_temporal_order():

@@ -197,11 +197,12 @@ class VideoServingModule(tf.Module):
     def _frames(self, video):
         """uint8 `(N, T, H, W, 3)` -> normalised float32 `(N, T, S, S, 3)`.
 
-        Every frame is cropped and resized once; the evaluation pipeline does the same per view
-        frame, and both ops act on one frame at a time, so the values are equal.
+        Every frame is cropped and resized once by `augment.eval_view`, the function the evaluation
+        pipeline applies to each view frame (all three Lab channels, unscaled: training's Lab dropout
+        rescales the kept channels to match); both act on one frame at a time, so the values are equal.
         """
         c = self.config
-        return augment_lib.normalize(augment_lib.center_crop_resize(_check_video(video), c.size), c.color_space)
+        return augment_lib.eval_view(_check_video(video), c.size, c.color_space)
 
     def _average_over_windows(self, frames, per_window, width):
         """Mean over every window of `per_window(views (M, K, L, S, S, 3)) -> (M, width)`.

@@ -19,7 +19,7 @@ from vdim_tf.data import pipeline
 from vdim_tf.data import records
 from vdim_tf.data import views as views_lib
 from vdim_tf.models.classifier import VideoClassifier
-from vdim_tf.models.encoder import get_preset, minimum_input
+from vdim_tf.models.encoder import check_global_input, get_preset
 from vdim_tf.models.vdim import VDIM
 from vdim_tf.trainer import PRECISIONS
 
@@ -97,13 +97,10 @@ class FinetuneConfig:
             raise ValueError(f"num_views={self.classifier.num_views}: paper uses 1 to 4")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision={self.precision!r}: valid values are {PRECISIONS}")
-        preset = get_preset(self.classifier.encoder_preset)
-        min_frames, min_size = minimum_input(preset.blocks)
-        if self.final_length < min_frames or self.augment.output_size < min_size:
-            raise ValueError(
-                f"views of {self.final_length} frames at {self.augment.output_size} px are too small for "
-                f"the {self.classifier.encoder_preset!r} encoder (needs >= {min_frames} frames, >= {min_size} px)"
-            )
+        try:
+            check_global_input(self.classifier.encoder_preset, self.final_length, self.augment.output_size)
+        except ValueError as e:
+            raise ValueError(f"--final_length={self.final_length} --image_size={self.augment.output_size}: {e}") from None
         self.views.validate()
 
     def to_dict(self):

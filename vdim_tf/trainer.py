@@ -16,9 +16,9 @@ from vdim_tf.data import augment as augment_lib
 from vdim_tf.data import pipeline
 from vdim_tf.data import views as views_lib
 from vdim_tf.models import losses
-from vdim_tf.models.encoder import get_preset, minimum_input
+from vdim_tf.models.encoder import check_global_input
 from vdim_tf.loop import STRATEGIES, TrainingError, is_chief, make_strategy  # noqa: F401 (re-exported)
-from vdim_tf.models.vdim import VDIM, pair_metric_names
+from vdim_tf.models.vdim import VDIM, pair_metric_names, validate_layers
 
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 
@@ -94,14 +94,24 @@ class PretrainConfig:
         for name in ("checkpoint_every", "log_every", "keep_checkpoints"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}={getattr(self, name)}: must be >= 1")
-        preset = get_preset(self.model.encoder_preset)
-        min_frames, min_size = minimum_input(preset.blocks)
-        if self.views.final_length < min_frames or self.augment.output_size < min_size:
+        m = self.model
+        try:
+            check_global_input(m.encoder_preset, self.views.final_length, self.augment.output_size)
+        except ValueError as e:
+            raise ValueError(f"--final_length={self.views.final_length} --image_size={self.augment.output_size}: "
+                             f"{e}") from None
+        validate_layers(m.encoder_preset, m.antecedent_layers, m.consequent_layers, m.symmetric,
+                        m.temporal_difference, frames=self.views.final_length)
+
+    def validate_replicas(self, num_replicas):
+        """Raises ValueError when a replica would see no negatives: without `gather_negatives` each
+        replica's NCE contrasts only its own clips, so it needs at least two of them."""
+        per_replica = self.batch_size // num_replicas
+        if not self.model.gather_negatives and per_replica < 2:
             raise ValueError(
-                f"final_length={self.views.final_length}, output_size={self.augment.output_size} "
-                f"(--final_length, --image_size): views of {self.views.final_length} frames at "
-                f"{self.augment.output_size} px are too small for the {self.model.encoder_preset!r} "
-                f"encoder, which needs >= {min_frames} frames of >= {min_size} px"
+                f"--nogather_negatives with --batch_size={self.batch_size} on {num_replicas} replicas leaves "
+                f"{per_replica} clip per replica, so a replica's NCE has no negatives: use --gather_negatives "
+                f"or --batch_size >= {2 * num_replicas}"
             )
 
     def to_json(self):
@@ -152,6 +162,7 @@ def pretrain(config, progress=True, strategy=None):
     loop.check_precision(config.precision)
     strategy = strategy or make_strategy(config.strategy)
     loop.check_batch(config.batch_size, strategy, config.strategy)
+    config.validate_replicas(strategy.num_replicas_in_sync)
     files = _train_files(config.train_data)
     _check_batch_fits(files, config.batch_size, config.train_data)
     with loop.precision_policy(config.precision):

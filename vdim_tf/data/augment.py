@@ -9,7 +9,8 @@ clip and shared (AMDIM flips the image before making its two views).
     config = AugmentConfig(output_size=64)
     out = augment_views(views_uint8, config, seed)     # (V, T, H, W, 3) -> float32 (V, T, 64, 64, 3)
 
-Values fed to the model are `normalize`d: RGB [0, 1] -> [-1, 1]; Lab -> roughly [-1, 1] per channel.
+Values fed to the model are `normalize`d: RGB [0, 1] -> [-1, 1]; Lab -> roughly [-1, 1] per channel
+(at training the two channels Lab dropout keeps are scaled by 3/2, see `lab_dropout`).
 """
 
 from __future__ import annotations
@@ -32,6 +33,9 @@ _RGB_TO_XYZ = ((0.412453, 0.357580, 0.180423), (0.212671, 0.715160, 0.072169), (
 _D65_WHITE = (0.950456, 1.0, 1.088754)
 # sRGB colours have a in [-86, 98] and b in [-108, 95]; dividing by 110 keeps both inside [-1, 1].
 _LAB_AB_SCALE = 110.0
+# Lab dropout keeps 2 of 3 channels; scaling them by 3/2 (inverted dropout) makes every channel's
+# expected training value the value evaluation feeds, where no channel is dropped.
+LAB_KEEP_SCALE = 1.5
 # torchvision's RandomResizedCrop tries 10 boxes before falling back to a centre crop.
 _CROP_ATTEMPTS = 10
 
@@ -353,9 +357,14 @@ def rotate(frames, angle):
 
 
 def lab_dropout(lab, channel):
-    """Zeroes channel `channel` (int32 scalar) of normalised Lab `(..., 3)` (paper §3.1)."""
+    """Zeroes channel `channel` (int32 scalar) of normalised Lab `(..., 3)` (paper §3.1) and
+    scales the two kept channels by `LAB_KEEP_SCALE` = 3/2, as inverted dropout does.
+
+    Each channel is kept with probability 2/3, so its expected training value is the unscaled
+    value that evaluation feeds with all three channels (WORKSPACE.md).
+    """
     keep = 1.0 - tf.one_hot(channel, 3, dtype=lab.dtype)
-    return lab * keep
+    return lab * (keep * LAB_KEEP_SCALE)
 
 
 def apply_view_params(frames, params, config):

@@ -67,9 +67,9 @@ def define_model_flags():
     flags.DEFINE_list("consequent_layers", None, "J': blocks whose view-2 features are consequents "
                       "(paper §4: 8). Default: the preset's global layer.")
     flags.DEFINE_bool("symmetric", True, "Also use the reverse pairs J' -> J (paper §4).")
-    flags.DEFINE_bool("temporal_difference", False, "Difference variant (paper §4): view-2 consequent "
-                      "features become second temporal half minus first; needs consequent layers with "
-                      ">= 2 time steps.")
+    flags.DEFINE_bool("temporal_difference", False, "Difference variant (paper §4.2 best): view-2 consequent "
+                      "features become second temporal half minus first, on every consequent layer with "
+                      ">= 2 time steps (a 1x1x1 global consequent stays plain).")
     flags.DEFINE_bool("scale_scores", True, "Divide scores by sqrt(embedding_dim) (AMDIM).")
     flags.DEFINE_float("tanh_clip", 20.0, "Soft-clip scores to +-c with c*tanh(s/c) (AMDIM: 20); 0 turns it off.")
     flags.DEFINE_float("score_penalty", 0.05, "Weight of mean(score^2) added to the loss (AMDIM: 0.05).")

@@ -10,6 +10,7 @@ Exit status: 0 done; 1 bad configuration or a non-finite loss; 143 stopped by SI
 saving a checkpoint (rerun to resume).
 """
 
+import dataclasses
 import os
 import sys
 
@@ -67,11 +68,6 @@ def main(argv):
         config.validate()
         # MultiWorkerMirroredStrategy must exist before any TensorFlow op runs.
         strategy = trainer.make_strategy(config.strategy)
-        # Build the model once on paper to catch bad layer choices before any data work.
-        from vdim_tf.models.vdim import VDIM
-        import dataclasses
-
-        VDIM(**dataclasses.asdict(config.model))
         config = dataclasses.replace(config, train_data=vflags.resolve_train_data(config.train_data, FLAGS.synthetic_dir))
         return config, trainer.pretrain(config, strategy=strategy)
 

@@ -106,24 +106,59 @@ def feature_shapes(blocks, frames, size):
     return shapes
 
 
+def _smallest_input(blocks, temporal, output):
+    """Smallest input extent whose last block has at least `output` steps along that axis.
+
+    A block's output never shrinks as its input grows, so this bounds a contiguous range.
+    """
+    n = 1
+    while True:
+        m = n
+        for spec in blocks:
+            m = spec.output_size(m, temporal)
+        if m >= output:
+            return n
+        n += 1
+
+
 def minimum_input(blocks):
     """Smallest (frames, size) for which every block's output has at least one location."""
+    return _smallest_input(blocks, True, 1), _smallest_input(blocks, False, 1)
 
-    def smallest(temporal):
-        n = 1
-        while True:
-            m = n
-            ok = True
-            for spec in blocks:
-                m = spec.output_size(m, temporal)
-                if m < 1:
-                    ok = False
-                    break
-            if ok:
-                return n
-            n += 1
 
-    return smallest(True), smallest(False)
+def global_input_range(blocks):
+    """Inputs for which the last (global) block's output is 1×1×1, as in Table 1.
+
+    Returns:
+      `((min_frames, max_frames), (min_size, max_size))`, both ranges inclusive; for the paper's
+      table `((31, 34), (127, 142))`.
+    """
+    return tuple(
+        (_smallest_input(blocks, temporal, 1), _smallest_input(blocks, temporal, 2) - 1)
+        for temporal in (True, False)
+    )
+
+
+def check_global_input(preset_name, frames, size):
+    """Raises ValueError unless `frames`×`size`×`size` views give the preset's global layer 1×1×1.
+
+    The global layer is one feature for the whole view: the evaluated model φ_g∘Ψ and the
+    classifier take exactly one vector per view, and a larger input would silently make it a
+    grid of local features. Inputs below the range give some block no output at all.
+    """
+    preset = get_preset(preset_name)
+    (min_frames, max_frames), (min_size, max_size) = global_input_range(preset.blocks)
+    if min_frames <= frames <= max_frames and min_size <= size <= max_size:
+        return
+    works = (f"the {preset_name!r} encoder takes {min_frames}-{max_frames} frames of {min_size}-{max_size} px "
+             f"(designed for {preset.frames}×{preset.size}×{preset.size})")
+    if frames < min_frames or size < min_size:
+        raise ValueError(f"views of {frames} frames at {size} px are too small: {works}")
+    t, h, w, _ = feature_shapes(preset.blocks, frames, size)[len(preset.blocks)]
+    raise ValueError(
+        f"views of {frames} frames at {size} px make the global layer {preset.global_layer} {t}×{h}×{w}, "
+        f"not 1×1×1: {works}"
+    )
 
 
 @keras.saving.register_keras_serializable(package="vdim_tf")

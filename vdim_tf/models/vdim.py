@@ -30,6 +30,53 @@ def pair_metric_names(j, k):
     return f"loss/layer{j}_to_layer{k}", f"nce_accuracy/layer{j}_to_layer{k}"
 
 
+def difference_layers(encoder_preset, consequent_layers, frames):
+    """The consequent layers that take the temporal difference at views of `frames` frames.
+
+    A difference needs two time steps to subtract, so it is taken on every consequent layer whose
+    feature map has at least two, and a layer with one time step (the global layer) stays plain:
+    with the paper's layer sets the reverse pairs 8 → 5 and 8 → 6 carry the difference and the
+    pairs into layer 8 do not (WORKSPACE.md).
+
+    Returns:
+      sorted tuple of block indices.
+    """
+    preset = get_preset(encoder_preset)
+    shapes = feature_shapes(preset.blocks, frames, preset.size)
+    return tuple(sorted(k for k in set(consequent_layers) if shapes[k][0] >= 2))
+
+
+def validate_layers(encoder_preset, antecedent_layers, consequent_layers, symmetric=True,
+                    temporal_difference=False, frames=None):
+    """Raises ValueError unless the layer choices fit the preset's block table.
+
+    A pure function of the table (no model is built): every layer is a block of the encoder, and
+    with `temporal_difference` at least one consequent layer has two time steps at views of
+    `frames` frames (default: the preset's design length), else the flag would change nothing.
+    """
+    preset = get_preset(encoder_preset)
+    n = len(preset.blocks)
+    for name, layers_ in (("antecedent_layers", antecedent_layers), ("consequent_layers", consequent_layers)):
+        if not layers_:
+            raise ValueError(f"{name} is empty; give at least one block index in 1..{n}")
+        bad = [j for j in layers_ if not 1 <= j <= n]
+        if bad:
+            raise ValueError(
+                f"{name}={list(layers_)}: {bad} not a block of the {encoder_preset!r} encoder (valid: 1..{n})"
+            )
+    if temporal_difference:
+        frames = frames or preset.frames
+        consequents = sorted({k for _, k in layer_pairs(antecedent_layers, consequent_layers, symmetric)})
+        if not difference_layers(encoder_preset, consequents, frames):
+            shapes = feature_shapes(preset.blocks, frames, preset.size)
+            raise ValueError(
+                f"temporal_difference has no consequent layer to act on: with symmetric={symmetric} the "
+                f"consequent layers are {consequents}, with {[shapes[k][0] for k in consequents]} time "
+                f"step(s) at {frames} frames, and a difference needs >= 2 (e.g. the reverse pairs of "
+                f"--symmetric, or a local layer in --consequent_layers)"
+            )
+
+
 def _flatten_locations(x):
     """`(B, T, H, W, D)` → `(B, T·H·W, D)`."""
     return tf.reshape(x, [tf.shape(x)[0], -1, x.shape[-1]])
@@ -46,8 +93,8 @@ class VDIM(keras.Model):
       consequent_layers: J', block indices whose view-2 features are consequents (paper: 8).
       symmetric: also use the reverse pairs J' → J (paper: yes).
       temporal_difference: replace view-2 consequent features by the difference of their second
-        and first temporal halves (paper §4, "difference" variant). Needs consequent layers with
-        at least two time steps.
+        and first temporal halves (paper §4, "difference" variant) on every consequent layer with
+        at least two time steps (`difference_layers`); at least one must have them.
       scale_scores, tanh_clip, score_penalty: the stabilisers of `losses.nce_loss` (AMDIM).
       gather_negatives: under a distribution strategy, gather consequents of all replicas so the
         negatives span the global batch (beyond the paper; SPEC §3).
@@ -81,9 +128,9 @@ class VDIM(keras.Model):
         self.gather_negatives = gather_negatives
         self.block_batch_norm = block_batch_norm
 
-        preset = get_preset(encoder_preset)
+        validate_layers(encoder_preset, self.antecedent_layers, self.consequent_layers, symmetric,
+                        temporal_difference)
         self.pairs = layer_pairs(self.antecedent_layers, self.consequent_layers, symmetric)
-        self._validate(preset)
         self.layers_used = tuple(sorted({j for pair in self.pairs for j in pair}))
         self.encoder = Encoder(preset=encoder_preset, block_batch_norm=block_batch_norm, name="encoder")
         self.heads = {}
@@ -96,30 +143,6 @@ class VDIM(keras.Model):
             pair: tuple(keras.metrics.Mean(name=name) for name in pair_metric_names(*pair))
             for pair in self.pairs
         }
-
-    def _validate(self, preset):
-        n = len(preset.blocks)
-        for name, layers_ in (("antecedent_layers", self.antecedent_layers),
-                              ("consequent_layers", self.consequent_layers)):
-            if not layers_:
-                raise ValueError(f"{name} is empty; give at least one block index in 1..{n}")
-            bad = [j for j in layers_ if not 1 <= j <= n]
-            if bad:
-                raise ValueError(
-                    f"{name}={list(layers_)}: {bad} not a block of the {self.encoder_preset!r} encoder "
-                    f"(valid: 1..{n})"
-                )
-        if self.temporal_difference:
-            shapes = feature_shapes(preset.blocks, preset.frames, preset.size)
-            consequents = {k for _, k in self.pairs}
-            short = sorted(k for k in consequents if shapes[k][0] < 2)
-            if short:
-                raise ValueError(
-                    f"temporal_difference needs consequent layers with >= 2 time steps at the "
-                    f"{self.encoder_preset!r} preset's input, but layers {short} have "
-                    f"{[shapes[k][0] for k in short]}; with symmetric={self.symmetric} the consequent "
-                    f"layers are {sorted(consequents)}"
-                )
 
     @property
     def metrics(self):
@@ -141,9 +164,14 @@ class VDIM(keras.Model):
         return tf.reshape(out, [tf.shape(out)[0], -1])
 
     def _consequent_features(self, features, j, training):
+        """φ_j of view-2 features, through the temporal difference where it applies
+        (`difference_layers`: layers with >= 2 time steps; a 1×1×1 global layer stays plain)."""
         f = features[j]
         if self.temporal_difference:
-            f = losses.temporal_difference(f)
+            if f.shape[1] is None:
+                raise ValueError("temporal_difference needs views of a static length (T in (B, T, H, W, 3))")
+            if f.shape[1] >= 2:
+                f = losses.temporal_difference(f)
         return self.heads[j](f, training=training)
 
     def compute_losses(self, view1, view2, training=False):
