@@ -166,7 +166,7 @@ def test_resuming_with_other_settings_is_refused_naming_them(tiny_synthetic, tmp
     config = _finetune_config(tiny_synthetic, tmp_path / "run")
     finetune.finetune(config, progress=False)
     changed = dataclasses.replace(config, train_steps=4, learning_rate=5e-4)
-    with pytest.raises(ValueError, match=r"learning_rate: 0\.001 in the run, 0\.0005 now"):
+    with pytest.raises(ValueError, match=r"\(learning_rate: 0\.001 → 0\.0005\)"):
         finetune.finetune(changed, progress=False)
     # Only how long it runs changed: resuming is fine.
     assert finetune.finetune(dataclasses.replace(config, train_steps=3), progress=False)["step"] == 3

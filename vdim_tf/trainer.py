@@ -181,16 +181,21 @@ def pretrain(config, progress=True, strategy=None):
 
 
 def _train_files(train_data):
-    """The shards of `train_data`; fails unless they hold at least one record (an endless
-    pipeline over empty files would otherwise wait forever)."""
+    """The shards of `train_data`, each checked (`pipeline.check_files`) before a long run depends
+    on it; fails unless they hold at least one record (an endless pipeline over empty files would
+    otherwise wait forever)."""
     try:
-        files = pipeline.list_files(train_data)
+        files = pipeline.list_files(train_data, name="train_data")
     except FileNotFoundError:
         raise FileNotFoundError(
-            f"train_data={train_data!r} matches no file; give a glob of TFRecord shards "
-            "(see `python -m vdim_tf.launch.prepare`) or 'synthetic'"
+            f"train_data={train_data!r} matches no file (looked for {pipeline.absolute(train_data)}); give a glob "
+            "of TFRecord shards (see `python -m vdim_tf.launch.prepare`) or 'synthetic'"
         ) from None
-    if not any(True for _ in tf.data.TFRecordDataset(files).take(1)):
+    try:
+        count = pipeline.check_files(files)
+    except ValueError as e:
+        raise ValueError(f"train_data={train_data!r}: {e}") from None
+    if not count:
         raise FileNotFoundError(f"train_data={train_data!r}: the {len(files)} file(s) it matches hold no records")
     return files
 
@@ -223,9 +228,6 @@ def input_dataset(config, files, strategy, seed, start):
 def _pretrain(config, files, strategy, progress):
     os.makedirs(config.model_dir, exist_ok=True)
     loop.check_resume(config.model_dir, dataclasses.asdict(config))
-    if loop.is_chief(strategy):
-        with open(os.path.join(config.model_dir, "config.json"), "w") as f:
-            f.write(config.to_json())
     if config.seed is not None:
         # The same initial weights in every process: a run is reproducible, and a multi-worker run
         # matches a one-process run on the same global batch.
@@ -252,6 +254,7 @@ def _pretrain(config, files, strategy, progress):
         optimizer=optimizer, make_dataset=make_dataset, replica_step=replica_step, batch_size=config.batch_size,
         progress=progress, on_start=lambda writer, dataset: _write_run_summaries(writer, config, dataset),
         nan_hint="Try a lower --learning_rate, keep --tanh_clip on, or --precision=float32.",
+        run_config=dataclasses.asdict(config), data_files=files,
     )
     result["model"] = model
     return result
