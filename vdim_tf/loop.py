@@ -286,8 +286,6 @@ def train_loop(config, *, strategy, checkpoint, optimizer, make_dataset, replica
 
     writer = (tf.summary.create_file_writer(os.path.join(config.model_dir, "train")) if chief
               else tf.summary.create_noop_writer())
-    if chief and start == 0 and on_start is not None:
-        on_start(writer, dataset)
 
     stop = {"signal": None}
     previous = signal.signal(signal.SIGTERM, lambda *_: stop.update(signal="sigterm"))
@@ -295,17 +293,10 @@ def train_loop(config, *, strategy, checkpoint, optimizer, make_dataset, replica
     metrics, sums, count, t0 = {}, {}, 0, time.perf_counter()
     current = saved = start
     try:
+        if chief and start == 0 and on_start is not None:
+            on_start(writer, dataset)
         while int(step.numpy()) < config.train_steps:
-            try:
-                values = {k: float(v) for k, v in train_step(iterator).items()}
-            except tf.errors.DataLossError as e:
-                # The step counter's increment does not wait for the batch, so it may have run.
-                step.assign(current)
-                if current > saved:
-                    manager.save(checkpoint_number=current)
-                where = (f"its checkpoint saved in {ckpt_dir}" if current > start else "before taking a step")
-                raise TrainingError(f"{_damaged_data(e, data_files)}. Stopped at step {current}, {where}; replace "
-                                    "or remove the file (e.g. prepare it again) and rerun to resume.") from None
+            values = {k: float(v) for k, v in train_step(iterator).items()}
             current = int(step.numpy())
             if not math.isfinite(values["loss"]):
                 raise TrainingError(
@@ -337,6 +328,14 @@ def train_loop(config, *, strategy, checkpoint, optimizer, make_dataset, replica
                 if chief:
                     bar.write(f"received SIGTERM: checkpoint saved at step {current} in {ckpt_dir}; exiting")
                 return {"step": current, "metrics": metrics, "stopped": stop["signal"]}
+    except tf.errors.DataLossError as e:
+        # The step counter's increment does not wait for the batch, so it may have run.
+        step.assign(current)
+        if current > saved:
+            manager.save(checkpoint_number=current)
+        where = f"its checkpoint saved in {ckpt_dir}" if current > start else "before taking a step"
+        raise TrainingError(f"{_damaged_data(e, data_files)}. Stopped at step {current}, {where}; replace or "
+                            "remove the file (e.g. prepare it again) and rerun to resume.") from None
     finally:
         signal.signal(signal.SIGTERM, previous)
         bar.close()
