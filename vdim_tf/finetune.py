@@ -113,7 +113,7 @@ def labels_file_for(file_pattern):
 
 def read_labels(path):
     if not os.path.exists(path):
-        raise FileNotFoundError(f"labels file {path} not found (prepare writes it beside the split folders; "
+        raise FileNotFoundError(f"labels file {os.path.abspath(path)} not found (prepare writes it beside the split folders; "
                                 "or pass --labels_file)")
     with open(path, encoding="utf-8") as f:
         return tuple(line.rstrip("\n") for line in f if line.strip())
@@ -129,15 +129,16 @@ def _pretrained_paths(path):
         config_path = os.path.join(path, CONFIG_FILE)
         prefix = loop.latest_checkpoint(path)
         if prefix is None:
-            raise PretrainedError(f"--pretrained={path}: no checkpoint in {os.path.join(path, 'checkpoints')}")
+            raise PretrainedError(f"--pretrained={path}: no checkpoint in {os.path.abspath(os.path.join(path, 'checkpoints'))}")
     else:
         if not tf.io.gfile.exists(path + ".index"):
             raise PretrainedError(f"--pretrained={path}: neither a run folder nor a checkpoint prefix "
-                                  f"(no {path}.index)")
+                                  f"(no {os.path.abspath(path)}.index)")
         prefix = path
         config_path = os.path.join(os.path.dirname(os.path.dirname(path)), CONFIG_FILE)
     if not os.path.exists(config_path):
-        raise PretrainedError(f"--pretrained={path}: {config_path} not found; it records the pretrained model")
+        raise PretrainedError(f"--pretrained={path}: {os.path.abspath(config_path)} not found; it records the "
+                              "pretrained model")
     return config_path, prefix
 
 
@@ -197,7 +198,7 @@ def finetune(config, progress=True, strategy=None):
     loop.check_precision(config.precision)
     strategy = strategy or loop.make_strategy(config.strategy)
     loop.check_batch(config.batch_size, strategy, config.strategy)
-    files = pipeline.list_files(config.train_data)
+    files = pipeline.training_files(config.train_data, "train_data")
     with loop.precision_policy(config.precision):
         return _finetune(config, files, strategy, progress)
 
@@ -224,9 +225,6 @@ def _finetune(config, files, strategy, progress):
         print(f"initialised encoder and φ_{model.global_layer} from {prefix}")
     elif fresh:
         print("no --pretrained: encoder initialised at random (the baseline)")
-    if loop.is_chief(strategy):
-        with open(os.path.join(config.model_dir, CONFIG_FILE), "w") as f:
-            json.dump(config.to_dict(), f, indent=2, default=str)
 
     views = config.views
 
@@ -255,7 +253,7 @@ def _finetune(config, files, strategy, progress):
                                   config.keep_checkpoints, config.log_every, config.jit_compile)
     return loop.train_loop(loop_config, strategy=strategy, checkpoint=checkpoint, optimizer=optimizer,
                            make_dataset=make_dataset, replica_step=replica_step, batch_size=config.batch_size,
-                           progress=progress, nan_hint=nan_hint)
+                           progress=progress, nan_hint=nan_hint, run_config=config.to_dict(), data_files=files)
 
 
 def load_config(model_dir):

@@ -175,29 +175,9 @@ def pretrain(config, progress=True, strategy=None):
     loop.check_precision(config.precision)
     strategy = strategy or make_strategy(config.strategy)
     loop.check_batch(config.batch_size, strategy, config.strategy)
-    files = _train_files(config.train_data)
+    files = pipeline.training_files(config.train_data, "train_data")
     with loop.precision_policy(config.precision):
         return _pretrain(config, files, strategy, progress)
-
-
-def _train_files(train_data):
-    """The shards of `train_data`, each checked (`pipeline.check_files`) before a long run depends
-    on it; fails unless they hold at least one record (an endless pipeline over empty files would
-    otherwise wait forever)."""
-    try:
-        files = pipeline.list_files(train_data, name="train_data")
-    except FileNotFoundError:
-        raise FileNotFoundError(
-            f"train_data={train_data!r} matches no file (looked for {pipeline.absolute(train_data)}); give a glob "
-            "of TFRecord shards (see `python -m vdim_tf.launch.prepare`) or 'synthetic'"
-        ) from None
-    try:
-        count = pipeline.check_files(files)
-    except ValueError as e:
-        raise ValueError(f"train_data={train_data!r}: {e}") from None
-    if not count:
-        raise FileNotFoundError(f"train_data={train_data!r}: the {len(files)} file(s) it matches hold no records")
-    return files
 
 
 def input_dataset(config, files, strategy, seed, start):

@@ -82,6 +82,32 @@ def check_files(files):
     return total
 
 
+def training_files(file_pattern, name):
+    """The files of `file_pattern` (the setting `name`), each checked (`check_files`) before a long
+    run depends on it, holding at least one record (an endless pipeline over empty files would
+    otherwise wait forever).
+
+    Raises:
+      FileNotFoundError: nothing matches (the message shows the absolute path looked for), or the
+        files hold no records.
+      ValueError: a folder matches, or a file cannot be used.
+    """
+    try:
+        files = list_files(file_pattern, name)
+    except FileNotFoundError:
+        raise FileNotFoundError(
+            f"{name}={file_pattern!r} matches no file (looked for {absolute(file_pattern)}); give a glob of "
+            "TFRecord shards (see `python -m vdim_tf.launch.prepare`) or 'synthetic'"
+        ) from None
+    try:
+        count = check_files(files)
+    except ValueError as e:
+        raise ValueError(f"{name}={file_pattern!r}: {e}") from None
+    if not count:
+        raise FileNotFoundError(f"{name}={file_pattern!r}: the {len(files)} file(s) it matches hold no records")
+    return files
+
+
 def read_records(files, *, shuffle, repeat, seed=None, cycle_length=DEFAULT_CYCLE_LENGTH):
     """Serialized records, interleaved across files; file order shuffled when `shuffle`."""
     dataset = tf.data.Dataset.from_tensor_slices(files)
