@@ -73,7 +73,17 @@ def test_records_of_another_layout_are_refused(tmp_path):
         feature = {"image/encoded": tf.train.Feature(bytes_list=tf.train.BytesList(value=[b"jpeg"]))}
         writer.write(tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString())
 
-    with pytest.raises(ValueError, match=rf"{path}: its first record does not read as a video SequenceExample \(.*'image/encoded' is required"):
+    with pytest.raises(ValueError, match=rf"{path}: its first record has no 'image/encoded' frames"):
+        pipeline.check_files([path])
+
+
+def test_frames_that_are_not_jpeg_are_refused(tmp_path):
+    path = str(tmp_path / "png.tfrecord")
+    png = tf.io.encode_png(np.zeros((8, 8, 3), np.uint8)).numpy()
+    with tf.io.TFRecordWriter(path) as writer:
+        writer.write(records.make_sequence_example([png], 0, "a", "v.avi", 25.0).SerializeToString())
+
+    with pytest.raises(ValueError, match=rf"{path}: the first frame of its first record is not a JPEG image"):
         pipeline.check_files([path])
 
 

@@ -1,14 +1,14 @@
 """The resumable, distributed training loop shared by pretraining and fine-tuning.
 
 `train_loop` runs `replica_step` under `strategy.run` until the optimizer has taken `train_steps`
-steps. It restores the newest checkpoint of `model_dir/checkpoints` that reads back (skipping,
-and naming, damaged ones), writes the run's `config.json` once it knows there are steps to take,
-saves every
-`checkpoint_every` steps, at the end and on SIGTERM (the chief's copy is kept; other workers take
-part in each save, into a scratch folder deleted at the end), stops on a non-finite loss without
-touching the last good checkpoint, stops on a damaged training record naming its file (after
-saving a checkpoint), shows a progress bar and writes averaged metrics to TensorBoard. A custom loop rather than `fit`: checkpoints are step-granular and the same loop runs
-under MultiWorkerMirroredStrategy, where Keras 3's `fit` fails (STACK.md).
+steps. It restores the newest checkpoint of `model_dir/checkpoints` that reads back (naming the
+damaged ones it skips), writes the run's `config.json` once it knows there are steps to take,
+saves every `checkpoint_every` steps, at the end and on SIGTERM (the chief's copy is kept; other
+workers take part in each save, into a scratch folder deleted at the end), stops on a non-finite
+loss without touching the last good checkpoint, stops on a damaged training record naming its
+file (after saving a checkpoint), shows a progress bar and writes averaged metrics to TensorBoard.
+A custom loop rather than `fit`: checkpoints are step-granular and the same loop runs under
+MultiWorkerMirroredStrategy, where Keras 3's `fit` fails (STACK.md).
 """
 
 import contextlib
