@@ -243,7 +243,8 @@ def test_train_data_that_is_not_a_tfrecord_file_is_refused_naming_it(tiny_synthe
     text.write_text("video_0001.avi 1\n" * 50)
     config = _finetune_config(tiny_synthetic, tmp_path / "run", train_data=str(tmp_path / "train" / "*.tfrecord"))
 
-    with pytest.raises(ValueError, match=rf"train_data=.*: 1 of its 1 files cannot be used: {text}: not a TFRecord file"):
+    expected = rf"train_data=.*: 1 of its 1 files cannot be used: {text}: not a TFRecord file"
+    with pytest.raises(ValueError, match=expected):
         finetune.finetune(config, progress=False)
 
 

@@ -235,7 +235,8 @@ def test_missing_train_data_shows_the_absolute_path_looked_for(flags, tmp_path, 
     monkeypatch.chdir(tmp_path)
     message = launcher_error(flags + ["--train_steps=5", "--train_data=data/train/*.tfrecord"])
 
-    assert f"train_data='data/train/*.tfrecord' matches no file (looked for {tmp_path}/data/train/*.tfrecord)" in message
+    expected = f"train_data='data/train/*.tfrecord' matches no file (looked for {tmp_path}/data/train/*.tfrecord)"
+    assert expected in message, message
 
 
 def spoil(folder, case):

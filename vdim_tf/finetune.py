@@ -113,8 +113,8 @@ def labels_file_for(file_pattern):
 
 def read_labels(path):
     if not os.path.exists(path):
-        raise FileNotFoundError(f"labels file {os.path.abspath(path)} not found (prepare writes it beside the split folders; "
-                                "or pass --labels_file)")
+        raise FileNotFoundError(f"labels file {os.path.abspath(path)} not found (prepare writes it beside the split "
+                                "folders; or pass --labels_file)")
     with open(path, encoding="utf-8") as f:
         return tuple(line.rstrip("\n") for line in f if line.strip())
 
@@ -129,7 +129,8 @@ def _pretrained_paths(path):
         config_path = os.path.join(path, CONFIG_FILE)
         prefix = loop.latest_checkpoint(path)
         if prefix is None:
-            raise PretrainedError(f"--pretrained={path}: no checkpoint in {os.path.abspath(os.path.join(path, 'checkpoints'))}")
+            folder = os.path.abspath(os.path.join(path, "checkpoints"))
+            raise PretrainedError(f"--pretrained={path}: no checkpoint in {folder}")
     else:
         if not tf.io.gfile.exists(path + ".index"):
             raise PretrainedError(f"--pretrained={path}: neither a run folder nor a checkpoint prefix "
