@@ -166,7 +166,7 @@ def test_resuming_with_other_settings_is_refused_naming_them(tiny_synthetic, tmp
     config = _finetune_config(tiny_synthetic, tmp_path / "run")
     finetune.finetune(config, progress=False)
     changed = dataclasses.replace(config, train_steps=4, learning_rate=5e-4)
-    with pytest.raises(ValueError, match=r"learning_rate: 0\.001 in the run, 0\.0005 now"):
+    with pytest.raises(ValueError, match=r"\(learning_rate: 0\.001 → 0\.0005\)"):
         finetune.finetune(changed, progress=False)
     # Only how long it runs changed: resuming is fine.
     assert finetune.finetune(dataclasses.replace(config, train_steps=3), progress=False)["step"] == 3
@@ -288,3 +288,46 @@ def test_views_longer_than_the_preset_takes_are_refused_before_training(tiny_syn
                                          r"15-18 frames of 63-78 px"):
         finetune.finetune(config, progress=False)
     assert not (tmp_path / "run").exists()
+
+
+def test_rerun_with_nothing_to_do_leaves_config_json_untouched(tiny_synthetic, tmp_path, capsys):
+    config = _finetune_config(tiny_synthetic, tmp_path / "run", train_steps=1)
+    finetune.finetune(config, progress=False)
+    before = (tmp_path / "run" / "config.json").read_bytes()
+
+    assert finetune.finetune(dataclasses.replace(config, train_steps=1, log_every=5), progress=False)["step"] == 1
+
+    assert "nothing to do" in capsys.readouterr().out
+    assert (tmp_path / "run" / "config.json").read_bytes() == before
+
+
+def test_train_data_that_is_not_a_tfrecord_file_is_refused_naming_it(tiny_synthetic, tmp_path):
+    (tmp_path / "labels.txt").write_text("a\nb\n")
+    (tmp_path / "train").mkdir()
+    text = tmp_path / "train" / "clips.tfrecord"
+    text.write_text("video_0001.avi 1\n" * 50)
+    config = _finetune_config(tiny_synthetic, tmp_path / "run", train_data=str(tmp_path / "train" / "*.tfrecord"))
+
+    expected = rf"train_data=.*: 1 of its 1 files cannot be used: {text}: not a TFRecord file"
+    with pytest.raises(ValueError, match=expected):
+        finetune.finetune(config, progress=False)
+
+
+def test_missing_labels_file_shows_the_absolute_path(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+
+    with pytest.raises(FileNotFoundError, match=rf"labels file {tmp_path}/data/labels.txt not found"):
+        finetune.read_labels("data/labels.txt")
+
+
+def test_model_dir_that_is_a_file_is_a_one_line_error(tiny_synthetic, tmp_path):
+    (tmp_path / "notes.txt").write_text("not a run folder")
+    out = subprocess.run(
+        [sys.executable, "-m", "vdim_tf.launch.finetune", "--encoder=cpu", "--train_steps=2",
+         f"--train_data={tiny_synthetic / 'train' / '*.tfrecord'}", f"--model_dir={tmp_path / 'notes.txt'}"],
+        cwd=REPO_ROOT, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": str(REPO_ROOT)},
+        capture_output=True, text=True, timeout=180)
+
+    assert out.returncode == 1, out.stderr[-2000:]
+    assert out.stderr.strip().splitlines()[-1].startswith(f"finetune: error: --model_dir={tmp_path / 'notes.txt'}: ")
+    assert "Traceback" not in out.stderr

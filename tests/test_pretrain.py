@@ -12,6 +12,7 @@ import json
 import os
 import pathlib
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -23,6 +24,7 @@ import pytest
 import tensorflow as tf
 
 from vdim_tf import loop, trainer
+from vdim_tf.data import records
 from vdim_tf.data.synthetic import SyntheticConfig, generate_synthetic_dataset
 from vdim_tf.launch import pretrain as launcher
 
@@ -233,6 +235,48 @@ def test_train_data_without_records_fails(flags, tmp_path):
     assert "hold no records" in message and "empty-*.tfrecord" in message
 
 
+def test_missing_train_data_shows_the_absolute_path_looked_for(flags, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    message = launcher_error(flags + ["--train_steps=5", "--train_data=data/train/*.tfrecord"])
+
+    expected = f"train_data='data/train/*.tfrecord' matches no file (looked for {tmp_path}/data/train/*.tfrecord)"
+    assert expected in message, message
+
+
+def spoil(folder, case):
+    """Puts one kind of bad training file beside a good shard in `folder`; returns what the message names."""
+    shard = folder / "train-00000-of-00002.tfrecord"
+    if case == "text file":
+        (folder / "train-00001-of-00002.tfrecord").write_text("video_0001.avi 3\n" * 100)
+        return f"{folder / 'train-00001-of-00002.tfrecord'}: not a TFRecord file"
+    if case == "truncated":
+        data = shard.read_bytes()
+        (folder / "train-00001-of-00002.tfrecord").write_bytes(data[:len(data) - 1000])
+        return f"{folder / 'train-00001-of-00002.tfrecord'}: truncated: record 7 at byte"
+    if case == "folder":
+        (folder / ".done").mkdir()
+        return f"matches the folder(s) {folder / '.done'}, not only TFRecord files"
+    if case == "damaged record":  # passes the checks before training: only its checksum is wrong
+        data = bytearray(shard.read_bytes())
+        data[records.record_offsets(str(shard))[3] + 100] ^= 0xFF
+        shard.write_bytes(bytes(data))
+        return f"damaged training data: {shard}: corrupted record at"
+
+
+@pytest.mark.parametrize("case", ["text file", "truncated", "folder", "damaged record"])
+def test_bad_training_files_stop_the_run_naming_the_file(flags, train_glob, tmp_path, case):
+    folder = tmp_path / "data"
+    folder.mkdir()
+    shutil.copy(train_glob.replace("*.tfrecord", "train-00000-of-00001.tfrecord"),
+                folder / "train-00000-of-00002.tfrecord")
+    expected = spoil(folder, case)
+
+    message = launcher_error(flags + ["--train_steps=5", f"--train_data={folder}/*"])
+
+    assert message.startswith("pretrain: ") and expected in message, message
+    assert latest_step(model_dir_of(flags)) is None
+
+
 def test_batch_that_does_not_divide_across_replicas_fails(train_glob, tmp_path):
     # conftest.py gives this process two logical CPUs, so `mirrored` has two replicas.
     config = small_config(train_glob, tmp_path / "run", strategy="mirrored", batch_size=3)
@@ -327,6 +371,101 @@ def test_larger_train_steps_continues_the_same_run(finished_run, capsys):
     assert f"resuming from {os.path.join(config.model_dir, 'checkpoints', 'ckpt-3')} at step 3" in capsys.readouterr().out
     assert result["step"] == 5 and latest_step(config.model_dir) == checkpoint_iterations(config.model_dir) == 5
     assert sorted(scalar_tags(config.model_dir)["loss/total"]) == [1, 2, 3, 4, 5]
+
+
+# --- damaged, moved and rerun run folders --------------------------------------------------
+
+
+def copy_of(finished_run, tmp_path):
+    """The finished run's config, pointing at a copy of its run folder."""
+    config, _ = finished_run
+    shutil.copytree(config.model_dir, tmp_path / "copy")
+    return dataclasses.replace(config, model_dir=str(tmp_path / "copy"))
+
+
+def checkpoint_prefixes(model_dir):
+    """The checkpoints listed in `model_dir/checkpoints`, oldest first."""
+    return list(tf.train.get_checkpoint_state(os.path.join(model_dir, "checkpoints")).all_model_checkpoint_paths)
+
+
+def truncate(path):
+    with open(path, "r+b") as f:
+        f.truncate(os.path.getsize(path) // 2)
+
+
+def test_truncated_newest_checkpoint_is_skipped_for_the_one_before(finished_run, tmp_path, capsys):
+    config = copy_of(finished_run, tmp_path)
+    *_, previous, newest = checkpoint_prefixes(config.model_dir)
+    truncate(tf.io.gfile.glob(newest + ".data-*")[0])
+    newest_step, previous_step = (int(p.rsplit("-", 1)[1]) for p in (newest, previous))
+
+    result = trainer.pretrain(dataclasses.replace(config, train_steps=newest_step), progress=False)
+
+    out = capsys.readouterr().out
+    assert (f"checkpoint {newest} does not restore (IndexError: Read less bytes than requested); trying the one "
+            f"before it") in out
+    assert f"resuming from {previous} at step {previous_step}" in out
+    assert result["step"] == newest_step
+    assert latest_step(config.model_dir) == checkpoint_iterations(config.model_dir) == newest_step  # rewritten whole
+
+
+def test_no_checkpoint_that_restores_is_an_error_naming_the_files(finished_run, tmp_path):
+    config = copy_of(finished_run, tmp_path)
+    for prefix in checkpoint_prefixes(config.model_dir):
+        truncate(tf.io.gfile.glob(prefix + ".data-*")[0])
+    sizes = {p.name: p.stat().st_size for p in (tmp_path / "copy" / "checkpoints").iterdir()}
+
+    message = launcher_error(["--encoder=cpu", f"--train_data={config.train_data}", f"--model_dir={config.model_dir}",
+                              "--batch_size=4", "--embedding_dim=32", "--warmup_steps=1", "--log_every=1",
+                              "--train_steps=20", "--checkpoint_every=2"])
+
+    assert message.startswith(f"pretrain: no checkpoint in {config.model_dir}/checkpoints restores"), message
+    for prefix in checkpoint_prefixes(config.model_dir):
+        name = os.path.basename(prefix)
+        assert f"{name} [{name}.data-00000-of-00001, {name}.index]: IndexError" in message
+    assert {p.name: p.stat().st_size for p in (tmp_path / "copy" / "checkpoints").iterdir()} == sizes
+
+
+def test_copied_run_folder_resumes(finished_run, tmp_path, capsys):
+    config = copy_of(finished_run, tmp_path)
+    step = latest_step(config.model_dir)
+
+    result = trainer.pretrain(dataclasses.replace(config, train_steps=step), progress=False)
+
+    assert result["step"] == step
+    assert f"resuming from {config.model_dir}/checkpoints/ckpt-{step} at step {step}" in capsys.readouterr().out
+
+
+def test_rerun_with_nothing_to_do_leaves_config_json_untouched(finished_run, tmp_path, capsys):
+    config = copy_of(finished_run, tmp_path)
+    path = tmp_path / "copy" / "config.json"
+    before = path.read_bytes()
+
+    trainer.pretrain(dataclasses.replace(config, train_steps=1), progress=False)
+
+    assert "nothing to do" in capsys.readouterr().out
+    assert path.read_bytes() == before
+
+
+def test_other_settings_are_refused_naming_only_what_differs(finished_run, tmp_path):
+    config = copy_of(finished_run, tmp_path)
+    changed = dataclasses.replace(config, model=dataclasses.replace(config.model, embedding_dim=64),
+                                  optim=dataclasses.replace(config.optim, learning_rate=1e-3))
+
+    with pytest.raises(ValueError) as info:
+        trainer.pretrain(changed, progress=False)
+
+    assert "(model.embedding_dim: 32 → 64; optim.learning_rate: 0.0002 → 0.001)" in str(info.value), info.value
+
+
+@pytest.mark.parametrize("where", ["file", "inside a file"])
+def test_model_dir_that_is_a_file_is_a_one_line_error(flags, tmp_path, where):
+    (tmp_path / "notes.txt").write_text("not a run folder")
+    model_dir = tmp_path / "notes.txt" / ("run" if where == "inside a file" else "")
+
+    message = launcher_error(flags + ["--train_steps=5", f"--model_dir={model_dir}"])
+
+    assert message.startswith(f"pretrain: error: --model_dir={model_dir}: ") and "not a folder" in message, message
 
 
 # --- distribution ----------------------------------------------------------------------------

@@ -202,15 +202,17 @@ def _pretrained_paths(path):
         config_path = os.path.join(path, CONFIG_FILE)
         prefix = loop.latest_checkpoint(path)
         if prefix is None:
-            raise PretrainedError(f"--pretrained={path}: no checkpoint in {os.path.join(path, 'checkpoints')}")
+            folder = os.path.abspath(os.path.join(path, "checkpoints"))
+            raise PretrainedError(f"--pretrained={path}: no checkpoint in {folder}")
     else:
         if not tf.io.gfile.exists(path + ".index"):
             raise PretrainedError(f"--pretrained={path}: neither a run folder nor a checkpoint prefix "
-                                  f"(no {path}.index)")
+                                  f"(no {os.path.abspath(path)}.index)")
         prefix = path
         config_path = os.path.join(os.path.dirname(os.path.dirname(path)), CONFIG_FILE)
     if not os.path.exists(config_path):
-        raise PretrainedError(f"--pretrained={path}: {config_path} not found; it records the pretrained model")
+        raise PretrainedError(f"--pretrained={path}: {os.path.abspath(config_path)} not found; it records the "
+                              "pretrained model")
     return config_path, prefix
 
 
@@ -271,7 +273,7 @@ def finetune(config, progress=True, strategy=None):
     loop.check_precision(config.precision)
     strategy = strategy or loop.make_strategy(config.strategy)
     loop.check_batch(config.batch_size, strategy, config.strategy)
-    files = pipeline.list_files(config.train_data)
+    files = pipeline.training_files(config.train_data, "train_data")
     names_from = f"the run's {config.num_classes} labels (--labels_file)"
     check_record_labels(config.label_names, record_labels(files), f"train_data={config.train_data!r}", names_from)
     if config.test_data:
@@ -337,8 +339,6 @@ def _finetune(config, record, files, strategy, progress):
         print(f"initialised encoder and φ_{model.global_layer} from {prefix}")
     elif fresh:
         print("no --pretrained: encoder initialised at random (the baseline)")
-    if loop.is_chief(strategy):
-        loop.write_config(config.model_dir, record, CONFIG_FILE)
 
     views = config.views
 
@@ -367,7 +367,7 @@ def _finetune(config, record, files, strategy, progress):
                                   config.keep_checkpoints, config.log_every, config.jit_compile)
     return loop.train_loop(loop_config, strategy=strategy, checkpoint=checkpoint, optimizer=optimizer,
                            make_dataset=make_dataset, replica_step=replica_step, batch_size=config.batch_size,
-                           progress=progress, nan_hint=nan_hint)
+                           progress=progress, nan_hint=nan_hint, run_config=record, data_files=files)
 
 
 def load_config(model_dir):

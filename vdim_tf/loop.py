@@ -1,16 +1,19 @@
 """The resumable, distributed training loop shared by pretraining and fine-tuning.
 
 `train_loop` runs `replica_step` under `strategy.run` until the optimizer has taken `train_steps`
-steps. It restores the newest checkpoint of `model_dir/checkpoints` first, saves every
-`checkpoint_every` steps, at the end and on SIGTERM (the chief's copy is kept; other workers take
-part in each save, into a scratch folder deleted at the end), stops on a non-finite loss without
-touching the last good checkpoint, shows a progress bar and writes averaged metrics to
-TensorBoard. A custom loop rather than `fit`: checkpoints are step-granular and the same loop runs
-under MultiWorkerMirroredStrategy, where Keras 3's `fit` fails (STACK.md).
+steps. It restores the newest checkpoint of `model_dir/checkpoints` that reads back (naming the
+damaged ones it skips), writes the run's `config.json` once it knows there are steps to take,
+saves every `checkpoint_every` steps, at the end and on SIGTERM (the chief's copy is kept; other
+workers take part in each save, into a scratch folder deleted at the end), stops on a non-finite
+loss without touching the last good checkpoint, stops on a damaged training record naming its
+file (after saving a checkpoint), shows a progress bar and writes averaged metrics to TensorBoard.
+A custom loop rather than `fit`: checkpoints are step-granular and the same loop runs under
+MultiWorkerMirroredStrategy, where Keras 3's `fit` fails (STACK.md).
 """
 
 import contextlib
 import dataclasses
+import json
 import math
 import os
 import signal
@@ -18,6 +21,8 @@ import time
 
 import keras
 import tensorflow as tf
+
+from vdim_tf.data import records
 
 STRATEGIES = ("default", "mirrored", "multi_worker")
 
@@ -27,7 +32,8 @@ LOSS = "loss/total"
 
 
 class TrainingError(RuntimeError):
-    """A run that cannot continue (non-finite loss); the last good checkpoint is left as it was."""
+    """A run that cannot continue (non-finite loss, no checkpoint that restores, a damaged training
+    record); the last good checkpoint is left as it was."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -132,9 +138,69 @@ def latest_checkpoint(model_dir):
     return tf.train.latest_checkpoint(os.path.join(model_dir, "checkpoints"))
 
 
+def _checkpoints_newest_first(model_dir):
+    """Prefixes of the checkpoints listed in `model_dir/checkpoints`, the newest first."""
+    state = tf.train.get_checkpoint_state(os.path.join(model_dir, "checkpoints"))
+    if state is None:
+        return []
+    prefixes = [state.model_checkpoint_path, *reversed(state.all_model_checkpoint_paths)]
+    return list(dict.fromkeys(p for p in prefixes if p))
+
+
+def _error_text(error):
+    return f"{type(error).__name__}: {records.error_message(error)}"
+
+
+def restore_newest(checkpoint, model_dir, report=True):
+    """Restores the newest checkpoint of `model_dir/checkpoints` that reads back.
+
+    A damaged checkpoint (a truncated or missing file: a full disk, a copy cut short) is skipped
+    for the one before it, saying which and why when `report`; the damaged one stays on disk until
+    the run writes that step again.
+
+    Returns:
+      the restored checkpoint's prefix, or None when the folder lists no checkpoint.
+
+    Raises:
+      TrainingError: checkpoints are listed but none restores, naming each one's files and error.
+    """
+    failures = []
+    for prefix in _checkpoints_newest_first(model_dir):
+        try:
+            checkpoint.restore(prefix).assert_existing_objects_matched()
+        except (tf.errors.OpError, IndexError) as e:  # what TensorFlow raises on unreadable files
+            failures.append((prefix, _error_text(e)))
+            if report:
+                print(f"checkpoint {prefix} does not restore ({failures[-1][1]}); trying the one before it")
+            continue
+        return prefix
+    if failures:
+        def files(prefix):
+            return ", ".join(sorted(os.path.basename(f) for f in tf.io.gfile.glob(prefix + ".*"))) or "no files"
+
+        details = "; ".join(f"{os.path.basename(prefix)} [{files(prefix)}]: {error}" for prefix, error in failures)
+        folder = os.path.abspath(os.path.join(model_dir, "checkpoints"))
+        raise TrainingError(f"no checkpoint in {folder} restores ({details}). Restore the folder from a copy, or "
+                            "move it aside to start the run from step 0.")
+    return None
+
+
 # Settings a resumed run may change: how long and how it runs, not what it trains.
 RESUMABLE_CHANGES = ("train_steps", "checkpoint_every", "keep_checkpoints", "log_every", "strategy",
                      "jit_compile", "data_service_address", "precision")
+# Not compared at all: the run folder's own path, so a copied or moved run folder resumes.
+_NOT_COMPARED = ("model_dir",)
+
+
+def _flatten(config, prefix=""):
+    """`{"model": {"embedding_dim": 32}}` → `{"model.embedding_dim": 32}`."""
+    flat = {}
+    for key, value in config.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[prefix + key] = value
+    return flat
 
 
 # Keys of config.json that say what wrote the run, not what it trains: never compared on resume.
@@ -205,26 +271,30 @@ def check_resume(model_dir, config_dict, config_file="config.json"):
 
     A run folder with checkpoints and a `config.json` that differs from `config_dict` in anything
     but `RESUMABLE_CHANGES` would otherwise continue silently with the new settings (or, when
-    finished, report the old run as if it were the new one). The precision may change except into
-    or out of mixed_float16 (its optimizer checkpoint differs).
+    finished, report the old run as if it were the new one). `model_dir` itself is not compared:
+    a run folder may be copied or moved. The precision may change except into or out of
+    mixed_float16 (its optimizer checkpoint differs).
 
     Raises:
-      ValueError: naming the differing settings and both values.
+      ValueError: naming each differing setting as `name: old → new`.
     """
     path = os.path.join(model_dir, config_file)
     if latest_checkpoint(model_dir) is None or not os.path.exists(path):
         return
-    import json
-
     with open(path) as f:
         saved = json.load(f)
     note_other_version(saved, model_dir)
     saved = settings_of(saved)
     current = json.loads(json.dumps(config_dict, default=str))
-    changed = sorted(k for k in set(saved) | set(current)
-                     if k not in RESUMABLE_CHANGES and saved.get(k) != current.get(k))
+    old, new = _flatten(saved), _flatten(current)
+    missing = "(not set)"
+    changed = sorted(k for k in set(old) | set(new) if k.split(".")[0] not in RESUMABLE_CHANGES + _NOT_COMPARED
+                     and old.get(k, missing) != new.get(k, missing))
     if changed:
-        details = "; ".join(f"{k}: {saved.get(k)!r} in the run, {current.get(k)!r} now" for k in changed)
+        def show(value):
+            return value if value is missing else repr(value)
+
+        details = "; ".join(f"{k}: {show(old.get(k, missing))} → {show(new.get(k, missing))}" for k in changed)
         raise ValueError(f"model_dir={model_dir} holds a run with other settings ({details}). Use a new "
                          "--model_dir, or the run's own settings to resume it.")
     # The precision may change, but not into or out of mixed_float16: its LossScaleOptimizer holds
@@ -245,7 +315,8 @@ def shard_per_worker(dataset):
 
 
 def train_loop(config, *, strategy, checkpoint, optimizer, make_dataset, replica_step, batch_size,
-               progress=True, on_start=None, nan_hint="Try a lower --learning_rate."):
+               progress=True, on_start=None, nan_hint="Try a lower --learning_rate.", run_config=None,
+               data_files=None):
     """Trains until `optimizer.iterations == config.train_steps`.
 
     Args:
@@ -260,19 +331,22 @@ def train_loop(config, *, strategy, checkpoint, optimizer, make_dataset, replica
       batch_size: global batch, for clips/s.
       on_start: `on_start(writer, dataset)`, called on the chief of a fresh run (step 0).
       nan_hint: advice appended to the non-finite-loss message.
+      run_config: the run's resolved config (a JSON-able dict), written by the chief to
+        `model_dir/config.json` once the loop knows it has steps to take: a rerun that has nothing
+        to do leaves the file as it was.
+      data_files: the training files, searched for the damaged one when reading fails.
 
     Returns:
       dict: `step`, the last averaged `metrics`, `stopped` (None or "sigterm").
 
     Raises:
-      TrainingError: a non-finite loss.
+      TrainingError: a non-finite loss, checkpoints of which none restores, or a damaged training
+        record (after saving a checkpoint of the steps taken).
     """
     chief = is_chief(strategy)
     ckpt_dir = checkpoint_dir(config.model_dir, strategy)
     manager = tf.train.CheckpointManager(checkpoint, ckpt_dir, max_to_keep=config.keep_checkpoints)
-    latest = latest_checkpoint(config.model_dir)
-    if latest:
-        checkpoint.restore(latest).assert_existing_objects_matched()
+    latest = restore_newest(checkpoint, config.model_dir, report=chief)
     step = optimizer.iterations
     start = int(step.numpy())
     if latest and chief:
@@ -280,6 +354,8 @@ def train_loop(config, *, strategy, checkpoint, optimizer, make_dataset, replica
     if start >= config.train_steps:
         print(f"already at step {start} >= train_steps={config.train_steps}; nothing to do")
         return {"step": start, "metrics": {}, "stopped": None}
+    if chief and run_config is not None:
+        write_config(config.model_dir, run_config)
 
     dataset = make_dataset(start)
     iterator = iter(strategy.experimental_distribute_dataset(dataset))
@@ -300,14 +376,15 @@ def train_loop(config, *, strategy, checkpoint, optimizer, make_dataset, replica
 
     writer = (tf.summary.create_file_writer(os.path.join(config.model_dir, "train")) if chief
               else tf.summary.create_noop_writer())
-    if chief and start == 0 and on_start is not None:
-        on_start(writer, dataset)
 
     stop = {"signal": None}
     previous = signal.signal(signal.SIGTERM, lambda *_: stop.update(signal="sigterm"))
     bar = _progress(progress and chief, start, config.train_steps)
     metrics, sums, count, t0 = {}, {}, 0, time.perf_counter()
+    current = saved = start
     try:
+        if chief and start == 0 and on_start is not None:
+            on_start(writer, dataset)
         while int(step.numpy()) < config.train_steps:
             flag = tf.constant(1.0 if stop["signal"] else 0.0)
             values = {k: float(v) for k, v in train_step(iterator, flag).items()}
@@ -337,11 +414,20 @@ def train_loop(config, *, strategy, checkpoint, optimizer, make_dataset, replica
                 sums, count, t0 = {}, 0, time.perf_counter()
             if current % config.checkpoint_every == 0 or current == config.train_steps or stopping:
                 manager.save(checkpoint_number=current)
+                saved = current
             if stopping:
                 who = "this process" if stop["signal"] else "another worker"
                 bar.write(f"{who} received SIGTERM: checkpoint saved at step {current} in "
                           f"{os.path.join(config.model_dir, 'checkpoints')}; exiting")
                 return {"step": current, "metrics": metrics, "stopped": "sigterm"}
+    except tf.errors.DataLossError as e:
+        # The step counter's increment does not wait for the batch, so it may have run.
+        step.assign(current)
+        if current > saved:
+            manager.save(checkpoint_number=current)
+        where = f"its checkpoint saved in {ckpt_dir}" if current > start else "before taking a step"
+        raise TrainingError(f"{_damaged_data(e, data_files)}. Stopped at step {current}, {where}; replace or "
+                            "remove the file (e.g. prepare it again) and rerun to resume.") from None
     finally:
         signal.signal(signal.SIGTERM, previous)
         bar.close()
@@ -353,6 +439,16 @@ def train_loop(config, *, strategy, checkpoint, optimizer, make_dataset, replica
 
 # Key of the cluster-wide stop flag in the train step's outputs (not a metric).
 _STOP = "_stop"
+
+
+def _damaged_data(error, files):
+    """What a DataLossError from the input pipeline means, naming the damaged file where found
+    (TensorFlow's message gives only a byte offset)."""
+    found = records.find_damaged(files, error) if files else []
+    if found:
+        return "damaged training data: " + "; ".join(f"{os.path.abspath(path)}: {reason}" for path, reason in found)
+    return (f"reading the training data failed ({_error_text(error)})"
+            + (f" but none of its {len(files)} files looks damaged now" if files else ""))
 
 
 def _progress(enabled, start, total):

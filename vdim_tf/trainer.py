@@ -163,25 +163,10 @@ def pretrain(config, progress=True, strategy=None):
     strategy = strategy or make_strategy(config.strategy)
     loop.check_batch(config.batch_size, strategy, config.strategy)
     config.validate_replicas(strategy.num_replicas_in_sync)
-    files = _train_files(config.train_data)
+    files = pipeline.training_files(config.train_data, "train_data")
     _check_batch_fits(files, config.batch_size, config.train_data)
     with loop.precision_policy(config.precision):
         return _pretrain(config, files, strategy, progress)
-
-
-def _train_files(train_data):
-    """The shards of `train_data`; fails unless they hold at least one record (an endless
-    pipeline over empty files would otherwise wait forever)."""
-    try:
-        files = pipeline.list_files(train_data)
-    except FileNotFoundError:
-        raise FileNotFoundError(
-            f"train_data={train_data!r} matches no file; give a glob of TFRecord shards "
-            "(see `python -m vdim_tf.launch.prepare`) or 'synthetic'"
-        ) from None
-    if not any(True for _ in tf.data.TFRecordDataset(files).take(1)):
-        raise FileNotFoundError(f"train_data={train_data!r}: the {len(files)} file(s) it matches hold no records")
-    return files
 
 
 def _check_batch_fits(files, batch_size, train_data):
@@ -222,8 +207,6 @@ def input_dataset(config, files, strategy, seed, start):
 def _pretrain(config, files, strategy, progress):
     os.makedirs(config.model_dir, exist_ok=True)
     loop.check_resume(config.model_dir, dataclasses.asdict(config))
-    if loop.is_chief(strategy):
-        loop.write_config(config.model_dir, dataclasses.asdict(config))
     if config.seed is not None:
         # The same initial weights in every process: a run is reproducible, and a multi-worker run
         # matches a one-process run on the same global batch.
@@ -249,6 +232,7 @@ def _pretrain(config, files, strategy, progress):
         optimizer=optimizer, make_dataset=make_dataset, replica_step=replica_step, batch_size=config.batch_size,
         progress=progress, on_start=lambda writer, dataset: _write_run_summaries(writer, config, dataset),
         nan_hint="Try a lower --learning_rate, keep --tanh_clip on, or --precision=float32.",
+        run_config=dataclasses.asdict(config), data_files=files,
     )
     result["model"] = model
     return result

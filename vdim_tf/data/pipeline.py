@@ -17,6 +17,8 @@ Frames are `augment.normalize`d: RGB in [-1, 1], or Lab roughly in [-1, 1] per c
 
 from __future__ import annotations
 
+import os
+
 import tensorflow as tf
 
 from vdim_tf.data import augment as augment_lib
@@ -33,16 +35,76 @@ DEFAULT_CYCLE_LENGTH = 8
 # --- reading ---------------------------------------------------------------------------------
 
 
-def list_files(file_pattern):
-    """Files matching a glob (or a list of globs), sorted.
+def absolute(path):
+    """`path` made absolute against the working directory (URLs such as gs://... unchanged): what
+    messages show, so a relative path says where it was looked for."""
+    return path if "://" in path else os.path.abspath(path)
+
+
+def list_files(file_pattern, name="file_pattern"):
+    """Files matching a glob (or a list of globs), sorted; `name` is the setting messages name.
 
     Raises:
-      FileNotFoundError: naming the pattern, when nothing matches.
+      FileNotFoundError: naming the pattern and its absolute form, when nothing matches.
+      ValueError: naming the folders, when it matches folders (`train/*` matches prepare's
+        `train/.done/`: TensorFlow's glob, unlike the shell's, matches hidden names).
     """
     patterns = [file_pattern] if isinstance(file_pattern, (str, bytes)) else list(file_pattern)
     files = sorted({f for p in patterns for f in tf.io.gfile.glob(p)})
     if not files:
-        raise FileNotFoundError(f"no TFRecord files match file_pattern={file_pattern!r}")
+        looked = ", ".join(absolute(os.fsdecode(p)) for p in patterns)
+        raise FileNotFoundError(f"no TFRecord files match {name}={file_pattern!r} (looked for {looked})")
+    folders = [f for f in files if tf.io.gfile.isdir(f)]
+    if folders:
+        raise ValueError(f"{name}={file_pattern!r} matches the folder(s) {', '.join(map(absolute, folders))}, "
+                         "not only TFRecord files; narrow the glob, e.g. to .../*.tfrecord")
+    return files
+
+
+def check_files(files):
+    """Checks every file with `records.check_file` before a long run depends on them.
+
+    Returns:
+      the number of records in all files.
+
+    Raises:
+      ValueError: naming every file that is truncated, not a TFRecord file, or whose first record
+        is not a video `SequenceExample`.
+    """
+    total, bad = 0, []
+    for path in files:
+        try:
+            total += records.check_file(path)
+        except (ValueError, tf.errors.OpError) as e:
+            bad.append(f"{absolute(path)}: {records.error_message(e)}")
+    if bad:
+        raise ValueError(f"{len(bad)} of its {len(files)} files cannot be used: " + "; ".join(bad))
+    return total
+
+
+def training_files(file_pattern, name):
+    """The files of `file_pattern` (the setting `name`), each checked (`check_files`) before a long
+    run depends on it, holding at least one record (an endless pipeline over empty files would
+    otherwise wait forever).
+
+    Raises:
+      FileNotFoundError: nothing matches (the message shows the absolute path looked for), or the
+        files hold no records.
+      ValueError: a folder matches, or a file cannot be used.
+    """
+    try:
+        files = list_files(file_pattern, name)
+    except FileNotFoundError:
+        raise FileNotFoundError(
+            f"{name}={file_pattern!r} matches no file (looked for {absolute(file_pattern)}); give a glob of "
+            "TFRecord shards (see `python -m vdim_tf.launch.prepare`) or 'synthetic'"
+        ) from None
+    try:
+        count = check_files(files)
+    except ValueError as e:
+        raise ValueError(f"{name}={file_pattern!r}: {e}") from None
+    if not count:
+        raise FileNotFoundError(f"{name}={file_pattern!r}: the {len(files)} file(s) it matches hold no records")
     return files
 
 

@@ -212,16 +212,30 @@ def require(*names):
         raise ValueError("missing required flag(s): " + ", ".join(f"--{n}" for n in missing))
 
 
+def check_model_dir(model_dir):
+    """--model_dir must be a folder, or a path where one can be created (no file in the way)."""
+    path = os.path.abspath(model_dir)
+    while not os.path.exists(path) and os.path.dirname(path) != path:
+        path = os.path.dirname(path)
+    if not os.path.isdir(path):
+        where = "is a file" if path == os.path.abspath(model_dir) else f"is inside {path}, which is a file"
+        raise ValueError(f"--model_dir={model_dir}: {os.path.abspath(model_dir)} {where}, not a folder; give a "
+                         "folder (new or a run's) for checkpoints and config.json")
+
+
 def run_training(command, start):
     """Runs `start()`, which returns `(config, result)` of a training run, for a launcher's `main`.
 
-    Bad settings (ValueError, FileNotFoundError) exit with status 1 and `<command>: error: ...`; a
-    non-finite loss exits with status 1 and the loop's message; a run stopped by SIGTERM (its
-    checkpoint saved) exits with 143. Otherwise returns `(config, result)`.
+    Checks `--model_dir` first (`check_model_dir`). Bad settings (ValueError, FileNotFoundError)
+    exit with status 1 and `<command>: error: ...`; a non-finite loss, checkpoints of which none
+    restores or a damaged training record exit with status 1 and the loop's message; a run stopped
+    by SIGTERM (its checkpoint saved) exits with 143. Otherwise returns `(config, result)`.
     """
     from vdim_tf import loop
 
     try:
+        if FLAGS.model_dir is not None:
+            check_model_dir(FLAGS.model_dir)
         config, result = start()
     except (ValueError, FileNotFoundError) as e:
         sys.exit(f"{command}: error: {e}")
