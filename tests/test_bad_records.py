@@ -133,7 +133,7 @@ def test_damaged_record_mid_run_saves_a_checkpoint_and_names_the_file(tmp_path):
         with tf.GradientTape() as tape:
             loss = tf.reduce_mean(model(batch["x"]) ** 2)
         optimizer.apply(tape.gradient(loss, model.trainable_variables), model.trainable_variables)
-        return {"loss": loss}
+        return {loop.LOSS: loss}
 
     def make_dataset(start):
         return tf.data.TFRecordDataset(path).map(lambda record: {"x": tf.ones([2, 3])})

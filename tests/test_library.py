@@ -186,6 +186,7 @@ def test_finetune_and_evaluate_tensorboard_tags_are_grouped_by_kind_and_the_run_
         "throughput/step_time_seconds"}
     assert _scalar_tags(os.path.join(config.model_dir, "eval")) == {
         "accuracy/video_top1", "accuracy/video_top5", "accuracy/clip_top1", "accuracy/clip_top5",
+        "accuracy/linear_probe_phi_top1", "accuracy/linear_probe_psi_top1",
         *(f"retrieval/R@{k}" for k in (1, 5))}  # R@k for k <= the 8 training videos
 
     # The same run exported as one .keras file: the classifier, with the run's weights.

@@ -242,7 +242,7 @@ def evaluate_run(model_dir, test_data=None, batch_size=8, window_stride=None, re
             tf.summary.scalar(f"retrieval/{key}", value)
         for key in ("phi", "psi"):
             if key in results.get("linear_probe", {}):
-                tf.summary.scalar(f"linear_probe/{key}_top1", results["linear_probe"][key]["top1"])
+                tf.summary.scalar(f"accuracy/linear_probe_{key}_top1", results["linear_probe"][key]["top1"])
         tf.summary.image("confusion_matrix", confusion_image(cm))
     if projector_videos:
         write_projector(eval_dir, video_feats[:projector_videos], [names[i] for i in video_labels[:projector_videos]])

@@ -288,10 +288,6 @@ def finetune(config, progress=True, strategy=None):
         return _finetune(config, record, files, strategy, progress)
 
 
-# Recorded in config.json but not settings: runs made before they were recorded resume without them.
-_DERIVED_KEYS = ("color_space", "pretrained_color_space")
-
-
 def _run_record(config):
     """What config.json records: the config, its colour space and the pretrained encoder's.
 
@@ -299,7 +295,6 @@ def _run_record(config):
     one it recorded (the pretrained run may have moved since). Prints a notice when the two differ.
     """
     path = os.path.join(config.model_dir, CONFIG_FILE)
-    saved = {}
     if loop.latest_checkpoint(config.model_dir) is not None and os.path.exists(path):
         with open(path) as f:
             saved = json.load(f)
@@ -315,8 +310,8 @@ def _run_record(config):
               f"{config.color_space} input (--color_mode={config.augment.color_mode}). The paper pairs rgb "
               f"pretraining with lab fine-tuning on purpose (§4.1, §4.2); --color_mode={keep} keeps "
               f"{pretrained_space}.")
-    record = {**config.to_dict(), "pretrained_color_space": pretrained_space}
-    return {k: v for k, v in record.items() if k not in _DERIVED_KEYS or not saved or k in saved}
+    # Facts, not settings (loop.RUN_RECORD_KEYS): resuming does not compare them.
+    return {**config.to_dict(), "pretrained_color_space": pretrained_space}
 
 
 def _finetune(config, record, files, strategy, progress):

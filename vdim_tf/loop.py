@@ -203,8 +203,10 @@ def _flatten(config, prefix=""):
     return flat
 
 
-# Keys of config.json that say what wrote the run, not what it trains: never compared on resume.
-RUN_RECORD_KEYS = ("versions",)
+# Keys of config.json that record facts about the run, not settings: what wrote it, and colour
+# spaces derived from settings that are compared anyway (`color_mode`, `pretrained`). Never
+# compared on resume, so runs written before a key was recorded still resume.
+RUN_RECORD_KEYS = ("versions", "color_space", "pretrained_color_space")
 
 
 def run_versions():
@@ -285,7 +287,7 @@ def check_resume(model_dir, config_dict, config_file="config.json"):
         saved = json.load(f)
     note_other_version(saved, model_dir)
     saved = settings_of(saved)
-    current = json.loads(json.dumps(config_dict, default=str))
+    current = settings_of(json.loads(json.dumps(config_dict, default=str)))
     old, new = _flatten(saved), _flatten(current)
     missing = "(not set)"
     changed = sorted(k for k in set(old) | set(new) if k.split(".")[0] not in RESUMABLE_CHANGES + _NOT_COMPARED

@@ -14,6 +14,7 @@ import tensorflow as tf
 from vdim_tf import loop
 from vdim_tf.data import augment as augment_lib
 from vdim_tf.data import pipeline
+from vdim_tf.data import records
 from vdim_tf.data import views as views_lib
 from vdim_tf.models import losses
 from vdim_tf.models.encoder import check_global_input
@@ -171,8 +172,14 @@ def pretrain(config, progress=True, strategy=None):
 
 def _check_batch_fits(files, batch_size, train_data):
     """Refuses a batch larger than the dataset: each batch would hold some video twice, and a
-    video's other copy would be scored as its own negative (reads at most `batch_size` records)."""
-    videos = sum(1 for _ in tf.data.TFRecordDataset(files).take(batch_size))
+    video's other copy would be scored as its own negative. Counts records from their headers
+    (`records.record_offsets`), reading no record's data, so a damaged record is left for the
+    training loop to name, and stops once `batch_size` are found."""
+    videos = 0
+    for path in files:
+        videos += len(records.record_offsets(path))
+        if videos >= batch_size:
+            return
     if videos < batch_size:
         raise ValueError(f"batch_size={batch_size} is larger than the {videos} videos of train_data={train_data!r}: "
                          "every batch would hold a video twice, and NCE would score a video's copy as its own "
