@@ -80,7 +80,7 @@ def test_finetuning_optimizer_uses_the_schedule_without_warmup(tiny_synthetic, t
     monkeypatch.setattr(loop, "train_loop", capture)
     config = finetune.FinetuneConfig(
         train_data=str(tiny_synthetic / "train" / "*.tfrecord"), model_dir=str(tmp_path), train_steps=1,
-        batch_size=2, label_names=("a", "b"),
+        batch_size=2, label_names=tuple(finetune.read_labels(str(tiny_synthetic / "labels.txt"))),
         classifier=finetune.ClassifierConfig(encoder_preset="cpu", embedding_dim=8, num_views=1, hidden_units=8),
         final_length=16, augment=augment_lib.AugmentConfig(output_size=64),
         learning_rate=1e-3, decay_every=decay_every, decay_factor=0.5,
