@@ -5,6 +5,7 @@ import dataclasses
 import json
 import os
 import pathlib
+import re
 import shutil
 import subprocess
 import sys
@@ -14,7 +15,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from vdim_tf.data import prepare, records, synthetic
+from vdim_tf.data import decode, listing, prepare, records, shards, synthetic
 from vdim_tf.launch import prepare as prepare_cli
 
 SHORT_SIDE = 64
@@ -132,13 +133,13 @@ def test_split_parser_maps_the_ucf_handstand_spelling_and_crlf(tmp_path):
         b"HandStandPushups/v_HandStandPushups_g08_c01.avi 2\r\nApplyEyeMakeup/v_ApplyEyeMakeup_g08_c01.avi 1\r\n"
     )
     (tmp_path / "testlist01.txt").write_bytes(b"YoYo/v_YoYo_g01_c01.avi\r\n\r\n")
-    names = prepare.read_class_index(tmp_path / "classInd.txt")
+    names = listing.read_class_index(tmp_path / "classInd.txt")
     assert names == ["ApplyEyeMakeup", "HandstandPushups", "YoYo"]
-    assert prepare.read_split_list(tmp_path / "trainlist01.txt", names) == [
+    assert listing.read_split_list(tmp_path / "trainlist01.txt", names) == [
         ("HandstandPushups/v_HandStandPushups_g08_c01.avi", 1),
         ("ApplyEyeMakeup/v_ApplyEyeMakeup_g08_c01.avi", 0),
     ]
-    assert prepare.read_split_list(tmp_path / "testlist01.txt", names) == [("YoYo/v_YoYo_g01_c01.avi", 2)]
+    assert listing.read_split_list(tmp_path / "testlist01.txt", names) == [("YoYo/v_YoYo_g01_c01.avi", 2)]
 
 
 def test_handstand_video_is_found_in_the_classind_folder(tmp_path):
@@ -160,7 +161,7 @@ def test_handstand_video_is_found_in_the_classind_folder(tmp_path):
 def test_split_list_label_column_must_agree_with_the_class(tmp_path):
     (tmp_path / "list.txt").write_text("YoYo/v_YoYo_g01_c01.avi 1\n")
     with pytest.raises(ValueError, match="disagrees"):
-        prepare.read_split_list(tmp_path / "list.txt", ["ApplyEyeMakeup", "YoYo"])
+        listing.read_split_list(tmp_path / "list.txt", ["ApplyEyeMakeup", "YoYo"])
 
 
 def write_tiny_video(path, frames=6, height=48, width=64, fps=25, levels=None):
@@ -263,6 +264,125 @@ def test_cli_rejects_a_split_number_the_lists_lack(cli_flags, shared_data, tmp_p
         prepare_cli.run(argv)
 
 
+# --- HMDB-51's official split files ----------------------------------------------------------
+
+
+def write_official_hmdb_splits(shared_data, splits_dir):
+    """Writes the 153 `<class>_test_split<k>.txt` files of HMDB-51's official layout, worked out
+    from the UCF-style conversion in ../shared/data (id 1 = its trainlist, 2 = its testlist) plus
+    the clips on disk that a split's lists leave out (id 0, unused), one trailing space per line
+    as in the official files. Returns `{k: set of "<class>/<video>.avi" marked 0}`."""
+    lists = shared_data / "splits" / "hmdb51"
+    classes = [line.split(" ", 1)[1].strip() for line in (lists / "classInd.txt").read_text().splitlines() if line.strip()]
+    on_disk = {f"{p.parent.name}/{p.stem}.avi" for p in (shared_data / "hmdb51_sample").glob("*/*")}
+    splits_dir.mkdir()
+    unused = {}
+    for k in (1, 2, 3):
+        ids = {}
+        for subset, file in (("1", f"trainlist0{k}.txt"), ("2", f"testlist0{k}.txt")):
+            for line in (lists / file).read_text().splitlines():
+                if line.strip():
+                    ids[line.split()[0]] = subset
+        unused[k] = on_disk - set(ids)
+        ids.update(dict.fromkeys(unused[k], "0"))
+        for name in classes:
+            lines = [f"{path.split('/')[1]} {subset} \n" for path, subset in sorted(ids.items())
+                     if path.split("/")[0] == name]
+            (splits_dir / f"{name}_test_split{k}.txt").write_text("".join(lines))
+    return unused
+
+
+def test_hmdb51_official_split_files_list_the_train_and_test_videos_and_leave_out_unused(shared_data, tmp_path):
+    splits_dir = tmp_path / "testTrainMulti_7030_splits"
+    unused = write_official_hmdb_splits(shared_data, splits_dir)
+    assert len(list(splits_dir.iterdir())) == 153
+    assert unused[1] and unused[2]  # the fixtures hold videos that splits 1 and 2 leave unused
+    video_dir = shared_data / "hmdb51_sample"
+    config = prepare.PrepareConfig("hmdb51", str(video_dir), str(tmp_path / "out"), splits_dir=str(splits_dir),
+                                   progress=False)
+    class_names, splits = listing.list_splits(config)
+    lists = shared_data / "splits" / "hmdb51"
+    assert class_names == listing.read_class_index(lists / "classInd.txt")
+    assert sorted(splits) == sorted(f"{s}_{k}" for s in ("train", "test") for k in (1, 2, 3))
+    for k in (1, 2, 3):
+        for subset in ("train", "test"):
+            videos = splits[f"{subset}_{k}"]
+            expected = expected_split(lists / f"{subset}list0{k}.txt", lists / "classInd.txt", video_dir)
+            assert {(e.path, e.label) for e in videos.entries} == expected, (subset, k)
+            assert len(videos.entries) + len(videos.missing) == (70 if subset == "train" else 30) * 51
+        listed = {e.path.rsplit(".", 1)[0] for s in ("train", "test") for e in splits[f"{s}_{k}"].entries}
+        assert not listed & {p.rsplit(".", 1)[0] for p in unused[k]}, k
+
+
+def test_hmdb51_prepare_writes_split_1_of_the_official_files(shared_data, tmp_path):
+    splits_dir = tmp_path / "splits"
+    write_official_hmdb_splits(shared_data, splits_dir)
+    report = prepare.prepare_dataset(prepare.PrepareConfig(
+        "hmdb51", str(shared_data / "hmdb51_sample"), str(tmp_path / "out"), splits_dir=str(splits_dir),
+        split_ids=(1,), short_side=32, workers=1, progress=False))
+    assert sorted(report.splits) == ["test_1", "train_1"]
+    lists = shared_data / "splits" / "hmdb51"
+    for split in ("train_1", "test_1"):
+        expected = expected_split(lists / f"{split[:-2]}list01.txt", lists / "classInd.txt", shared_data / "hmdb51_sample")
+        written = {(r["filename"], r["label"]) for r in read_records(tmp_path / "out" / split)}
+        assert expected and written == expected and report.splits[split].written == len(expected), split
+
+
+def test_hmdb51_official_split_files_must_be_well_formed_and_complete(cli_flags, tmp_path):
+    splits_dir = tmp_path / "splits"
+    splits_dir.mkdir()
+    for name in ("brush_hair", "wave"):
+        for k in (1, 2):
+            (splits_dir / f"{name}_test_split{k}.txt").write_text("a.avi 1 \nb.avi 2 \nc.avi 0 \n")
+    (splits_dir / "wave_test_split2.txt").write_text("a.avi 1\nb.avi 3\n")
+    with pytest.raises(ValueError, match=r"wave_test_split2.txt:2: expected '<video> <0\|1\|2>'"):
+        listing.read_hmdb_splits(splits_dir)
+    (splits_dir / "wave_test_split2.txt").unlink()
+    argv = cli_flags("--dataset=hmdb51", f"--video_dir={tmp_path}", f"--splits_dir={splits_dir}",
+                     f"--output_dir={tmp_path / 'out'}")
+    with pytest.raises(prepare_cli._FlagError, match=r"--splits_dir=.*wave_test_split2.txt is missing"):
+        prepare_cli.run(argv)
+
+
+# --- a folder where nothing can be written -----------------------------------------------------
+
+
+@pytest.mark.parametrize("layout, found", [
+    ([], "no video file in a <class>/ subfolder"),
+    (["a.mp4", "b.avi", "notes.txt"], "2 video\\(s\\) directly in it, none in a <class>/ subfolder"),
+])
+def test_folder_without_class_folders_exits_1_naming_the_expected_layout(cli_flags, tmp_path, capsys, layout, found):
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    for name in layout:
+        (videos / name).write_bytes(b"")
+    (videos / "empty_class").mkdir()
+    argv = cli_flags("--dataset=folder", f"--video_dir={videos}", f"--output_dir={tmp_path / 'out'}")
+    with pytest.raises(SystemExit) as exit_info:
+        prepare_cli.main(argv)
+    assert exit_info.value.code == 1
+    (line,) = capsys.readouterr().err.splitlines()
+    assert re.fullmatch(rf"prepare: error: --video_dir={re.escape(str(videos))}: {found}; the folder dataset "
+                        r"expects video_dir/<class>/<video> \(e\.g\. .*\), labels from the class folder names", line)
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("dataset", ["folder", "synthetic"])
+@pytest.mark.parametrize("under", ["", "sub"])
+def test_output_dir_that_is_a_file_exits_1_naming_the_flag(cli_flags, tmp_path, capsys, dataset, under):
+    (tmp_path / "file").write_text("keep me")
+    output_dir = tmp_path / "file" / under if under else tmp_path / "file"
+    argv = cli_flags(f"--dataset={dataset}", f"--video_dir={tmp_path}", f"--output_dir={output_dir}")
+    with pytest.raises(SystemExit) as exit_info:
+        prepare_cli.main(argv)
+    assert exit_info.value.code == 1
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith(f"prepare: error: --output_dir={output_dir}: ")
+    assert line.endswith(f"lies under {tmp_path / 'file'}, which is a file, not a folder; give a folder (created if "
+                         "needed)" if under else "is a file, not a folder; give a folder (created if needed)")
+    assert (tmp_path / "file").read_text() == "keep me"
+
+
 def shard_states(output):
     return {p.relative_to(output).as_posix(): (p.stat().st_mtime_ns, p.read_bytes())
             for p in output.rglob("*.tfrecord")}
@@ -311,10 +431,10 @@ def test_shard_without_its_sidecar_or_with_other_settings_is_rewritten(tmp_path)
 
 
 def test_shard_assignment_is_deterministic_and_mixes_classes(tmp_path):
-    entries = tuple(prepare.VideoEntry(f"c{i % 3}/v{i:02d}.mp4", i % 3, f"c{i % 3}") for i in range(30))
-    listing = prepare.SplitListing("train", entries, ())
+    entries = tuple(listing.VideoEntry(f"c{i % 3}/v{i:02d}.mp4", i % 3, f"c{i % 3}") for i in range(30))
+    videos = listing.SplitListing("train", entries, ())
     config = prepare.PrepareConfig("folder", str(tmp_path), str(tmp_path / "out"), videos_per_shard=10)
-    plans = [prepare.plan_shards(listing, config) for _ in range(2)]
+    plans = [shards.plan_shards(videos, config) for _ in range(2)]
     assert [t.entries for t in plans[0]] == [t.entries for t in plans[1]]
     assert [t.name for t in plans[0]] == [f"train-0000{i}-of-00003.tfrecord" for i in range(3)]
     assert sorted(e for t in plans[0] for e in t.entries) == sorted(entries)
@@ -344,7 +464,7 @@ def test_kinetics_csv_finds_videos_by_downloader_name_or_youtube_id(tmp_path):
     write_tiny_video(tmp_path / "videos" / "xYz.mp4")
     write_tiny_video(tmp_path / "videos" / "val" / "vAl2_000030_000040.mkv")
     write_tiny_video(tmp_path / "videos" / "val" / "val2_000030_000040.mp4")  # YouTube ids are case-sensitive
-    class_names, rows = prepare.read_kinetics_annotations(tmp_path / "k.csv")
+    class_names, rows = listing.read_kinetics_annotations(tmp_path / "k.csv")
     assert class_names == ["abseiling", "riding a bike"]
     assert rows["train"][0] == (("Ab-c_1_000010_000020", "Ab-c_1"), "riding a bike")
     report = prepare.prepare_dataset(prepare.PrepareConfig(
@@ -362,7 +482,7 @@ def test_kinetics_csv_finds_videos_by_downloader_name_or_youtube_id(tmp_path):
 def test_fps_resampling_picks_the_nearest_source_frames(tmp_path):
     levels = np.arange(20) * 12
     write_tiny_video(tmp_path / "v.mp4", levels=levels, fps=25)
-    video = prepare.decode_video(tmp_path / "v.mp4", fps=15, short_side=None, jpeg_quality=95)
+    video = decode.decode_video(tmp_path / "v.mp4", fps=15, short_side=None, jpeg_quality=95)
     frames = np.stack([tf.io.decode_jpeg(f).numpy() for f in video.jpeg_frames])
     expected = levels[[round(k * 25 / 15) for k in range(12)]]  # no ties: k * 5/3 is never x.5
     assert video.fps == 15
@@ -371,6 +491,6 @@ def test_fps_resampling_picks_the_nearest_source_frames(tmp_path):
 
 def test_resize_keeps_aspect_with_the_short_side_given(tmp_path):
     write_tiny_video(tmp_path / "tall.mp4", height=80, width=48)
-    video = prepare.decode_video(tmp_path / "tall.mp4", short_side=30)
+    video = decode.decode_video(tmp_path / "tall.mp4", short_side=30)
     assert tf.io.decode_jpeg(video.jpeg_frames[0]).shape == (50, 30, 3)
-    assert prepare.output_size(320, 240, None) == (320, 240)
+    assert decode.output_size(320, 240, None) == (320, 240)

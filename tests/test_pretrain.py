@@ -1,6 +1,6 @@
 """The pretraining launcher: resumable after SIGKILL and SIGTERM, stopped by a non-finite loss,
-fast to reject bad configurations, distributed over worker processes or a tf.data service, and
-every flagfile in configs/ parses.
+fast to reject bad configurations, distributed over a tf.data service (worker processes:
+tests/test_distributed.py), and every flagfile in configs/ parses.
 
 Runs the CPU preset at batch 4 on a small synthetic dataset generated once per session.
 Subprocesses run the real command (`python -m vdim_tf.launch.pretrain`); the rest call
@@ -14,7 +14,6 @@ import pathlib
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -469,76 +468,6 @@ def test_model_dir_that_is_a_file_is_a_one_line_error(flags, tmp_path, where):
 
 
 # --- distribution ----------------------------------------------------------------------------
-
-# Each process trains with the launcher's flags and dumps its final weights.
-WORKER_SCRIPT = """
-import sys
-import numpy as np
-from vdim_tf import loop, trainer
-from vdim_tf.launch import pretrain as launcher
-
-launcher.FLAGS(["pretrain"] + sys.argv[2:])
-result = trainer.pretrain(launcher.config_from_flags(), progress=False)
-np.savez(sys.argv[1], *[w.numpy() for w in result["model"].weights])
-"""
-
-
-def free_ports(n):
-    sockets = [socket.socket() for _ in range(n)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
-
-
-def test_two_workers_end_with_identical_weights_equal_to_one_process(train_glob, tmp_path):
-    script = tmp_path / "worker.py"
-    script.write_text(WORKER_SCRIPT)
-    steps, learning_rate = 3, 2e-4
-    common = ["--encoder=cpu", f"--train_data={train_glob}", "--batch_size=4", "--embedding_dim=32",
-              f"--train_steps={steps}", "--checkpoint_every=2", "--log_every=1", "--warmup_steps=1",
-              f"--learning_rate={learning_rate}"]
-    cluster = {"worker": [f"127.0.0.1:{p}" for p in free_ports(2)]}
-    processes = [
-        launch([str(tmp_path / f"worker{i}.npz"), *common, "--strategy=multi_worker",
-                f"--model_dir={tmp_path / 'multi'}"], tmp_path / f"worker{i}.log", script=str(script),
-               env={"TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}})})
-        for i in range(2)
-    ]
-    try:
-        # The one-process run, here while the workers start.
-        launcher.FLAGS.unparse_flags()
-        launcher.FLAGS(["pretrain", *common, f"--model_dir={tmp_path / 'single'}"])
-        config = launcher.config_from_flags()
-        launcher.FLAGS.unparse_flags()
-        single = [w.numpy() for w in trainer.pretrain(config, progress=False)["model"].weights]
-        for p in processes:
-            p.wait(TIMEOUT)
-    finally:
-        for p in processes:
-            p.kill()
-    for p, name in zip(processes, ("worker0", "worker1")):
-        assert p.returncode == 0, (tmp_path / f"{name}.log").read_text()
-
-    worker0, worker1 = (np.load(tmp_path / f"{n}.npz") for n in ("worker0", "worker1"))
-    for key in worker0.files:
-        np.testing.assert_array_equal(worker0[key], worker1[key], err_msg=key)
-    # The same global batches, split over two replicas with negatives gathered: the same update up
-    # to float summation order. Adam turns the rounding noise of (near-)zero gradients, e.g. of the
-    # encoder's output batch-norm offset, which the NCE scores are nearly invariant to, into steps
-    # of about `learning_rate` in an arbitrary direction, so those few parameters can differ by up
-    # to `2 * steps * learning_rate`; everything else agrees to 1e-5.
-    multi = np.concatenate([worker0[k].ravel() for k in worker0.files])
-    one = np.concatenate([w.ravel() for w in single])
-    difference = np.abs(multi - one)
-    assert difference.max() <= 2 * steps * learning_rate * 1.05
-    assert np.mean(difference <= 1e-5) > 0.99
-    # Worker 0 is the chief and keeps the checkpoints; worker 1 deleted its scratch copy.
-    assert latest_step(tmp_path / "multi") == steps
-    assert sorted(os.listdir(tmp_path / "multi")) == ["checkpoints", "config.json", "train"]
-
 
 def test_trains_through_a_tf_data_service(train_glob, tmp_path):
     dispatcher = tf.data.experimental.service.DispatchServer()

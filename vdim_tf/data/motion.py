@@ -49,7 +49,7 @@ import random
 import tensorflow as tf
 
 from vdim_tf.data import records
-from vdim_tf.data.prepare import VideoError, decode_video
+from vdim_tf.data.decode import VideoError, decode_video
 
 # The fixed split of the clips in ../shared/data (SOURCES.md), by source video. Clips under 64
 # frames (HMDB-51 jump 40, dive 45, drink 48, TrumanShow wave 48) are too short for the default

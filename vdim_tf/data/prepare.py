@@ -1,19 +1,22 @@
 """Turns a folder of videos into sharded TFRecords in the layout of `records.py`.
 
-Supported datasets (`PrepareConfig.dataset`):
+The work is split by role: `listing.py` finds which videos belong to which split (split files,
+annotations, class folders), `decode.py` decodes one video into JPEG frames, `shards.py` writes
+and resumes the shards. This module holds the settings (`PrepareConfig`), the report and
+`prepare_dataset`, which runs the three.
 
-- `ucf101`, `hmdb51`: official split lists in `splits_dir` (`classInd.txt`, `trainlist0N.txt`,
-  `testlist0N.txt`). Every split found is written as `train_N` / `test_N`. Labels are 0-based in
-  classInd order. List entries are matched to files case-insensitively by class folder and file
-  stem, so the UCF lists' `HandStandPushups` finds `HandstandPushups/...` and a clip transcoded
-  from `.avi` to `.mp4` is still found; a flat folder of videos works too. Listed files that are
-  not on disk are counted as missing, not treated as errors.
+Supported datasets (`PrepareConfig.dataset`; the layouts are described in `listing.py`):
+
+- `hmdb51`: the official split files `<class>_test_split<k>.txt` in `splits_dir` (as distributed
+  in `testTrainMulti_7030_splits/`), or, when there are none, UCF-style lists as for `ucf101`.
+- `ucf101`: `classInd.txt`, `trainlist0N.txt`, `testlist0N.txt` in `splits_dir`.
+  Either way every split found is written as `train_N` / `test_N`.
 - `kinetics`: annotation CSVs (`label,youtube_id,time_start,time_end,split`; one file or a folder
   of them). Videos are found anywhere under `video_dir` as `<youtube_id>_<start:06d>_<end:06d>.*`
   (as the Kinetics downloaders name them) or `<youtube_id>.*`. Labels are the sorted class names;
   rows without a label (the test split) get label -1.
 - `folder`: `video_dir/<class>/<video>`; labels 0..C-1 in sorted class-name order; written as the
-  one split `split_name`.
+  one split `split_name`. A folder with no video in a class folder is refused.
 
 Output:
 
@@ -24,10 +27,8 @@ Output:
 
 Bad input stops nothing: an empty, truncated or undecodable file is skipped and listed with its
 reason; a file that fails part-way keeps the frames decoded before the failure (reported as
-partial). Each shard is written under a hidden temporary name and renamed when complete, then its
-sidecar is written; a re-run keeps every shard whose sidecar matches (same videos, same
-settings), rewrites the rest and removes temporary and stale shard files. Shard assignment is a
-fixed-seed shuffle of the sorted file list, so a re-run over the same files plans the same shards.
+partial). A re-run keeps every shard whose sidecar matches (same videos, same settings), rewrites
+the rest and removes temporary and stale shard files (see `shards.py`).
 
 Example:
 
@@ -37,40 +38,18 @@ Example:
     print(report.summary())
 """
 
-import concurrent.futures
-import csv
 import dataclasses
 import json
-import math
-import multiprocessing
 import os
 import pathlib
-import queue
-import random
 import re
 import time
 
-import av
-import av.video.reformatter
-import tensorflow as tf
 import tqdm
 
-from vdim_tf.data import records
+from vdim_tf.data import listing, shards
 
 DATASETS = ("ucf101", "hmdb51", "kinetics", "folder")
-
-VIDEO_EXTENSIONS = frozenset(
-    {".avi", ".mp4", ".mkv", ".webm", ".mov", ".m4v", ".flv", ".mpg", ".mpeg", ".3gp", ".ogv", ".wmv"}
-)
-
-# AVI headers often declare one or two frames more than the decoder delivers (seen on the HMDB-51
-# clips in ../shared/data); only a larger shortfall marks a cleanly-ending decode as partial.
-_DECLARED_FRAMES_SLACK = 0.05
-
-_SPLIT_FILE_PATTERN = re.compile(r"^(train|test)list0*(\d+)\.txt$")
-_SHARD_PATTERN = re.compile(r"^(?P<split>.+)-(?P<index>\d{5})-of-(?P<count>\d{5})\.tfrecord$")
-_DONE_DIR = ".done"
-
 
 class ConfigError(ValueError):
     """A bad `PrepareConfig` value; `field` and `value` name it (the CLI flags use the same names)."""
@@ -90,7 +69,8 @@ class PrepareConfig:
       dataset: one of `DATASETS`.
       video_dir: folder holding the videos.
       output_dir: where shards, `labels.txt` and `report.json` go (created if needed).
-      splits_dir: ucf101/hmdb51 only: folder with `classInd.txt`, `trainlist0N.txt`, `testlist0N.txt`.
+      splits_dir: ucf101/hmdb51 only: folder with `classInd.txt`, `trainlist0N.txt`, `testlist0N.txt`,
+        or (hmdb51) the official `<class>_test_split<k>.txt` files.
       annotations: kinetics only: an annotation CSV or a folder of them.
       split_name: folder only: the split the videos are written as.
       split_ids: ucf101/hmdb51 only: which numbered splits to write (e.g. `(1,)`); None = all found.
@@ -121,18 +101,9 @@ class PrepareConfig:
             raise ConfigError("dataset", self.dataset, f"unknown dataset; valid: {', '.join(DATASETS)}")
         if not os.path.isdir(self.video_dir):
             raise ConfigError("video_dir", self.video_dir, "no such directory")
-        if not self.output_dir:
-            raise ConfigError("output_dir", self.output_dir, "must be given")
+        check_output_dir(self.output_dir)
         if self.dataset in ("ucf101", "hmdb51"):
-            if not self.splits_dir:
-                raise ConfigError("splits_dir", self.splits_dir, f"{self.dataset} needs the official split files")
-            if not os.path.isfile(os.path.join(self.splits_dir, "classInd.txt")):
-                raise ConfigError("splits_dir", self.splits_dir, "no classInd.txt in this directory")
-            found = {int(name.rpartition("_")[2]) for name in find_split_files(self.splits_dir)}
-            if not found:
-                raise ConfigError("splits_dir", self.splits_dir, "no trainlist0N.txt/testlist0N.txt in this directory")
-            if self.split_ids is not None and not set(self.split_ids) <= found:
-                raise ConfigError("split_ids", self.split_ids, f"splits_dir has splits {sorted(found)} only")
+            self._check_splits_dir()
         if self.dataset == "kinetics":
             if not self.annotations or not os.path.exists(self.annotations):
                 raise ConfigError("annotations", self.annotations, "kinetics needs an annotation CSV file or folder")
@@ -149,23 +120,35 @@ class PrepareConfig:
         if self.workers is not None and self.workers < 1:
             raise ConfigError("workers", self.workers, "must be >= 1, or None for os.cpu_count()")
 
+    def _check_splits_dir(self):
+        official = "<class>_test_split<k>.txt files (HMDB-51's official layout) or " if self.dataset == "hmdb51" else ""
+        expected = f"{official}classInd.txt with trainlist0N.txt/testlist0N.txt"
+        if not self.splits_dir:
+            raise ConfigError("splits_dir", self.splits_dir, f"{self.dataset} needs the split files: {expected}")
+        if not os.path.isdir(self.splits_dir):
+            raise ConfigError("splits_dir", self.splits_dir, "no such directory")
+        try:
+            layout, found = listing.split_numbers(self.dataset, self.splits_dir)
+        except ValueError as e:
+            raise ConfigError("splits_dir", self.splits_dir, str(e)) from None
+        if layout == "ucf_lists":
+            if not os.path.isfile(os.path.join(self.splits_dir, "classInd.txt")) or not found:
+                raise ConfigError("splits_dir", self.splits_dir, f"expected {expected} in this directory")
+        if self.split_ids is not None and not set(self.split_ids) <= found:
+            raise ConfigError("split_ids", self.split_ids, f"splits_dir has splits {sorted(found)} only")
 
-@dataclasses.dataclass(frozen=True, order=True)
-class VideoEntry:
-    """One video to write: `path` relative to `video_dir`, as found on disk."""
 
-    path: str
-    label: int
-    label_text: str
+def check_output_dir(output_dir):
+    """Refuses an output_dir that is missing, or that is (or lies under) something not a folder."""
+    if not output_dir:
+        raise ConfigError("output_dir", output_dir, "must be given")
+    path = os.path.abspath(output_dir)
+    while not os.path.exists(path):
+        path = os.path.dirname(path)
+    if not os.path.isdir(path):
+        where = "is a file" if path == os.path.abspath(output_dir) else f"lies under {path}, which is a file"
+        raise ConfigError("output_dir", output_dir, f"{where}, not a folder; give a folder (created if needed)")
 
-
-@dataclasses.dataclass(frozen=True)
-class SplitListing:
-    """A split's videos found on disk (sorted by path) and the listed ones that were not."""
-
-    name: str
-    entries: tuple[VideoEntry, ...]
-    missing: tuple[str, ...]
 
 
 @dataclasses.dataclass
@@ -228,409 +211,6 @@ class PrepareReport:
         return "\n".join(lines)
 
 
-# ---------------------------------------------------------------------------------------------
-# Listing: which videos belong to which split, with which label.
-
-
-def find_split_files(splits_dir):
-    """Returns `{"train_1": path, "test_1": path, ...}` for the `(train|test)list0N.txt` files."""
-    found = {}
-    for path in pathlib.Path(splits_dir).iterdir():
-        match = _SPLIT_FILE_PATTERN.match(path.name)
-        if match:
-            found[(int(match.group(2)), match.group(1) == "test")] = path
-    return {f"{'test' if is_test else 'train'}_{number}": found[(number, is_test)]
-            for number, is_test in sorted(found)}
-
-
-def _read_lines(path):
-    text = pathlib.Path(path).read_text(encoding="utf-8", errors="surrogateescape")
-    return [(number, line.strip()) for number, line in enumerate(text.splitlines(), 1) if line.strip()]
-
-
-def read_class_index(path):
-    """Reads a `classInd.txt` (`<1-based index> <name>` per line) into names in index order."""
-    names = {}
-    for number, line in _read_lines(path):
-        index, _, name = line.partition(" ")
-        if not index.isdigit() or not name.strip():
-            raise ValueError(f"{path}:{number}: expected '<index> <class name>', got {line!r}")
-        names[int(index)] = name.strip()
-    if sorted(names) != list(range(1, len(names) + 1)):
-        raise ValueError(f"{path}: class indices must be 1..{len(names)}, got {sorted(names)}")
-    return [names[i] for i in range(1, len(names) + 1)]
-
-
-def read_split_list(path, class_names):
-    """Reads a UCF-style split list: `Class/video.avi [1-based label]` per line.
-
-    The class folder is matched to `class_names` case-insensitively (the UCF-101 lists spell
-    `HandStandPushups` where classInd says `HandstandPushups`) and rewritten to the classInd
-    spelling. A label column, where present, must agree with the folder.
-
-    Returns:
-      list of `(path with canonical class folder, 0-based label)`.
-    """
-    by_lower = {name.lower(): index for index, name in enumerate(class_names)}
-    items = []
-    for number, line in _read_lines(path):
-        parts = line.rsplit(maxsplit=1)
-        listed_label = None
-        if len(parts) == 2 and parts[1].isdigit():
-            line, listed_label = parts[0], int(parts[1]) - 1
-        class_dir, _, name = line.replace("\\", "/").partition("/")
-        if not name:
-            raise ValueError(f"{path}:{number}: expected '<class>/<video file>', got {line!r}")
-        label = by_lower.get(class_dir.lower())
-        if label is None:
-            raise ValueError(f"{path}:{number}: class {class_dir!r} is not in classInd")
-        if listed_label is not None and listed_label != label:
-            raise ValueError(
-                f"{path}:{number}: label {listed_label + 1} disagrees with class {class_dir!r} "
-                f"(classInd index {label + 1})"
-            )
-        items.append((f"{class_names[label]}/{name}", label))
-    return items
-
-
-def read_kinetics_annotations(annotations):
-    """Reads Kinetics annotation CSVs (`label,youtube_id,time_start,time_end,split`).
-
-    Args:
-      annotations: a CSV file, or a folder whose `*.csv` files are all read. A file without a
-        `split` column names its rows' split by its stem (`train.csv` -> `train`).
-
-    Returns:
-      `(class_names, {split: [(candidate stems, label text or "")]})`: class names sorted; the
-      stems are `<youtube_id>_<start:06d>_<end:06d>` and `<youtube_id>`, in lookup order.
-    """
-    path = pathlib.Path(annotations)
-    files = sorted(path.glob("*.csv")) if path.is_dir() else [path]
-    if not files:
-        raise ValueError(f"no *.csv annotation files in {annotations}")
-    rows = {}
-    for file in files:
-        with open(file, newline="", encoding="utf-8") as f:
-            reader = csv.DictReader(f)
-            missing = {"youtube_id", "time_start", "time_end"} - set(reader.fieldnames or ())
-            if missing:
-                raise ValueError(f"{file}: missing column(s) {sorted(missing)}; have {reader.fieldnames}")
-            for number, row in enumerate(reader, 2):
-                try:
-                    start, end = int(float(row["time_start"])), int(float(row["time_end"]))
-                except ValueError:
-                    raise ValueError(f"{file}:{number}: bad time_start/time_end in {row}") from None
-                youtube_id = row["youtube_id"].strip()
-                split = (row.get("split") or file.stem).strip()
-                stems = (f"{youtube_id}_{start:06d}_{end:06d}", youtube_id)
-                rows.setdefault(split, []).append((stems, (row.get("label") or "").strip()))
-    class_names = sorted({label for items in rows.values() for _, label in items if label})
-    return class_names, rows
-
-
-class _VideoIndex:
-    """Every video file under a folder, for finding listed videos by class folder and stem."""
-
-    def __init__(self, root):
-        self.paths = []
-        for folder, dirs, files in os.walk(root, followlinks=True):
-            dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-            for name in sorted(files):
-                if os.path.splitext(name)[1].lower() in VIDEO_EXTENSIONS and not name.startswith("."):
-                    self.paths.append(os.path.relpath(os.path.join(folder, name), root).replace(os.sep, "/"))
-        self._by_class_stem = {}
-        self._by_stem = {}
-        self._by_lower_stem = {}
-        for path in self.paths:
-            parent, _, name = path.rpartition("/")
-            stem = os.path.splitext(name)[0]
-            self._by_class_stem.setdefault((parent.rpartition("/")[2].lower(), stem.lower()), path)
-            self._by_stem.setdefault(stem, []).append(path)
-            self._by_lower_stem.setdefault(stem.lower(), []).append(path)
-
-    def find_listed(self, listed_path):
-        """Finds `Class/video.ext` by class folder and stem (any case, any extension), else by a
-        stem unique in the whole tree; None if absent."""
-        class_dir, _, name = listed_path.rpartition("/")
-        stem = os.path.splitext(name)[0].lower()
-        found = self._by_class_stem.get((class_dir.rpartition("/")[2].lower(), stem))
-        if found is None and len(self._by_lower_stem.get(stem, ())) == 1:
-            found = self._by_lower_stem[stem][0]
-        return found
-
-    def find_stem(self, stems):
-        """Finds the first of `stems` (exact case: YouTube ids are case-sensitive); None if absent."""
-        for stem in stems:
-            if stem in self._by_stem:
-                return self._by_stem[stem][0]
-        return None
-
-
-def list_splits(config):
-    """Lists the videos of every split `config` describes.
-
-    Returns:
-      `(class_names, {split name: SplitListing})`.
-    """
-    index = _VideoIndex(config.video_dir)
-    listed = {}
-    if config.dataset in ("ucf101", "hmdb51"):
-        class_names = read_class_index(os.path.join(config.splits_dir, "classInd.txt"))
-        for split, path in find_split_files(config.splits_dir).items():
-            if config.split_ids is None or int(split.rpartition("_")[2]) in config.split_ids:
-                items = read_split_list(path, class_names)
-                listed[split] = [(p, index.find_listed(p), label, class_names[label]) for p, label in items]
-    elif config.dataset == "kinetics":
-        class_names, rows = read_kinetics_annotations(config.annotations)
-        label_of = {name: i for i, name in enumerate(class_names)}
-        for split, items in rows.items():
-            listed[split] = [(stems[0], index.find_stem(stems), label_of.get(text, -1), text)
-                             for stems, text in items]
-    else:
-        root = pathlib.Path(config.video_dir)
-        class_names = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-        label_of = {name: i for i, name in enumerate(class_names)}
-        listed[config.split_name] = [(p, p, label_of[p.split("/")[0]], p.split("/")[0])
-                                     for p in index.paths if "/" in p and p.split("/")[0] in label_of]
-    splits = {}
-    for split, items in listed.items():
-        entries = {found: VideoEntry(found, label, text) for _, found, label, text in items if found is not None}
-        missing = tuple(p for p, found, _, _ in items if found is None)
-        splits[split] = SplitListing(split, tuple(entries[p] for p in sorted(entries)), missing)
-    return class_names, splits
-
-
-# ---------------------------------------------------------------------------------------------
-# Decoding one video.
-
-
-class VideoError(Exception):
-    """A video that cannot be used at all; the message is the reason given in the report."""
-
-
-@dataclasses.dataclass(frozen=True)
-class DecodedVideo:
-    """JPEG frames of one video. `problem` says why decoding stopped early, else None."""
-
-    jpeg_frames: list
-    fps: float
-    problem: str | None
-
-
-def output_size(width, height, short_side):
-    """`(width, height)` with the shorter side scaled to `short_side` (None keeps the size)."""
-    if short_side is None:
-        return width, height
-    scale = short_side / min(width, height)
-    if width <= height:
-        return short_side, max(1, round(height * scale))
-    return max(1, round(width * scale)), short_side
-
-
-def decode_video(path, fps=None, short_side=None, jpeg_quality=90):
-    """Decodes a video into resized, JPEG-encoded RGB frames.
-
-    Frames are chosen by index for a constant-rate stream: output frame k is source frame
-    `round(k * native_fps / fps)`, so lowering the rate drops frames and raising it repeats them.
-
-    Raises:
-      VideoError: the file is empty, cannot be opened, has no video stream or yields no frame.
-    """
-    try:
-        size = os.path.getsize(path)
-    except OSError as e:
-        raise VideoError(f"cannot read: {e}") from None
-    if size == 0:
-        raise VideoError("empty file (0 bytes)")
-    try:
-        container = av.open(str(path), metadata_errors="ignore")
-    except Exception as e:  # PyAV raises many error types for unreadable input.
-        raise VideoError(f"cannot open: {type(e).__name__}: {e}") from None
-    with container:
-        if not container.streams.video:
-            raise VideoError("no video stream")
-        stream = container.streams.video[0]
-        native_fps = float(stream.average_rate or stream.guessed_rate or 0)
-        declared = stream.frames
-        resample = fps is not None and native_fps > 0
-        ratio = native_fps / fps if resample else 1.0
-        # One reformatter per video keeps FFmpeg's scaler context: 4x faster than frame.reformat.
-        reformatter = av.video.reformatter.VideoReformatter()
-        jpeg_frames, decoded, next_output, repeats, problem = [], 0, 0, 0, None
-        try:
-            for frame in container.decode(stream):
-                repeats = 1
-                if resample:
-                    repeats = 0
-                    while math.floor(next_output * ratio + 0.5) <= decoded:
-                        repeats += 1
-                        next_output += 1
-                decoded += 1
-                if repeats:
-                    width, height = output_size(frame.width, frame.height, short_side)
-                    rgb = reformatter.reformat(frame, width=width, height=height, format="rgb24",
-                                               interpolation="AREA")
-                    jpeg = tf.io.encode_jpeg(rgb.to_ndarray(), quality=jpeg_quality).numpy()
-                    jpeg_frames += [jpeg] * repeats
-        except Exception as e:  # a decode error mid-stream: keep what came before it.
-            problem = f"decoding stopped after {decoded} frames: {type(e).__name__}: {e}"
-    if problem is None and declared and decoded < declared * (1 - _DECLARED_FRAMES_SLACK) - 1:
-        problem = f"decoded {decoded} of the {declared} frames the container declares (truncated?)"
-        # The last frame of a cut file is decoded from a cut packet: seen garbled on a truncated
-        # UCF-101 AVI, so it is dropped.
-        if decoded > 1:
-            jpeg_frames = jpeg_frames[: len(jpeg_frames) - repeats]
-            problem += "; dropped the last, possibly cut, frame"
-    if not jpeg_frames:
-        raise VideoError(problem or "no frames decoded")
-    return DecodedVideo(jpeg_frames, fps if resample else native_fps, problem)
-
-
-# ---------------------------------------------------------------------------------------------
-# Shards: planning, writing, resuming.
-
-
-@dataclasses.dataclass(frozen=True)
-class _ShardTask:
-    video_dir: str
-    split_dir: str
-    name: str
-    entries: tuple
-    settings: dict
-
-    @property
-    def fingerprint(self):
-        return {"videos": [[e.path, e.label, e.label_text] for e in self.entries], "settings": self.settings}
-
-
-def _settings(config):
-    return {"fps": config.fps, "short_side": config.short_side, "jpeg_quality": config.jpeg_quality}
-
-
-def plan_shards(listing, config):
-    """Splits one split's videos into shard tasks: a fixed-seed shuffle of the sorted entries
-    (so no shard holds one class only), dealt round-robin into `ceil(n / videos_per_shard)`."""
-    entries = list(listing.entries)
-    random.Random(f"vdim_tf.prepare/{listing.name}").shuffle(entries)
-    count = math.ceil(len(entries) / config.videos_per_shard)
-    split_dir = os.path.join(config.output_dir, listing.name)
-    return [
-        _ShardTask(config.video_dir, split_dir, f"{listing.name}-{i:05d}-of-{count:05d}.tfrecord",
-                   tuple(entries[i::count]), _settings(config))
-        for i in range(count)
-    ]
-
-
-def _sidecar_path(task):
-    return os.path.join(task.split_dir, _DONE_DIR, task.name + ".json")
-
-
-def _temp_path(path):
-    directory, name = os.path.split(path)
-    return os.path.join(directory, f".{name}.tmp")
-
-
-def _write_atomically(path, write):
-    temp = _temp_path(path)
-    write(temp)
-    os.replace(temp, path)
-
-
-def _load_complete_shard(task):
-    """The saved result of a shard finished by an earlier run with the same inputs, else None."""
-    try:
-        with open(_sidecar_path(task), encoding="utf-8") as f:
-            sidecar = json.load(f)
-    except (OSError, ValueError):
-        return None
-    if sidecar.get("fingerprint") != task.fingerprint or not os.path.isfile(os.path.join(task.split_dir, task.name)):
-        return None
-    return sidecar["result"]
-
-
-def _write_shard(task, progress):
-    """Decodes the task's videos and writes its shard and sidecar; returns the shard's result."""
-    result = {"written": [], "frames": 0, "skipped": [], "partial": []}
-
-    def write_records(temp):
-        with tf.io.TFRecordWriter(temp) as writer:
-            for entry in task.entries:
-                try:
-                    video = decode_video(os.path.join(task.video_dir, entry.path), **task.settings)
-                except VideoError as e:
-                    result["skipped"].append({"path": entry.path, "reason": str(e)})
-                except Exception as e:  # one bad file must not stop the run: report it, go on.
-                    result["skipped"].append({"path": entry.path, "reason": f"unexpected {type(e).__name__}: {e}"})
-                else:
-                    example = records.make_sequence_example(
-                        video.jpeg_frames, entry.label, entry.label_text, entry.path, video.fps
-                    )
-                    writer.write(example.SerializeToString())
-                    result["written"].append(entry.path)
-                    result["frames"] += len(video.jpeg_frames)
-                    if video.problem:
-                        result["partial"].append(
-                            {"path": entry.path, "frames": len(video.jpeg_frames), "reason": video.problem}
-                        )
-                progress(1)
-
-    def write_sidecar(temp):
-        with open(temp, "w", encoding="utf-8") as f:
-            json.dump({"fingerprint": task.fingerprint, "result": result}, f)
-
-    _write_atomically(os.path.join(task.split_dir, task.name), write_records)
-    _write_atomically(_sidecar_path(task), write_sidecar)
-    return result
-
-
-def _remove_stale_files(split_dir, split, keep):
-    """Deletes temporary files and shards of this split that the current plan does not produce."""
-    for name in os.listdir(split_dir):
-        match = _SHARD_PATTERN.match(name)
-        if name.endswith(".tmp") or (match and match.group("split") == split and name not in keep):
-            os.remove(os.path.join(split_dir, name))
-    done_dir = os.path.join(split_dir, _DONE_DIR)
-    for name in os.listdir(done_dir):
-        if name.endswith(".tmp") or (name.endswith(".json") and name[: -len(".json")] not in keep):
-            os.remove(os.path.join(done_dir, name))
-
-
-_worker_progress = None
-
-
-def _init_worker(progress_queue):
-    global _worker_progress
-    _worker_progress = progress_queue
-
-
-def _write_shard_in_worker(task):
-    return _write_shard(task, _worker_progress.put)
-
-
-def _run_tasks(tasks, workers, bar):
-    """Writes the shards, in this process or in `workers` spawned ones; yields (task, result)."""
-    if workers <= 1 or len(tasks) <= 1:
-        for task in tasks:
-            yield task, _write_shard(task, bar.update)
-        return
-    # Spawned, not forked: TensorFlow is not fork-safe.
-    context = multiprocessing.get_context("spawn")
-    progress_queue = context.Queue()
-    with concurrent.futures.ProcessPoolExecutor(
-        min(workers, len(tasks)), mp_context=context, initializer=_init_worker, initargs=(progress_queue,)
-    ) as pool:
-        pending = {pool.submit(_write_shard_in_worker, task): task for task in tasks}
-        while pending:
-            done, _ = concurrent.futures.wait(pending, timeout=0.2, return_when=concurrent.futures.FIRST_COMPLETED)
-            try:
-                while True:
-                    bar.update(progress_queue.get_nowait())
-            except queue.Empty:
-                pass
-            for future in done:
-                yield pending.pop(future), future.result()
-
-
 def _check_labels(output_dir, class_names):
     path = os.path.join(output_dir, "labels.txt")
     if os.path.exists(path):
@@ -655,7 +235,7 @@ def _save_report(output_dir, report):
         previous = {}
     if previous.get("dataset") == report.dataset:
         saved["splits"] = {**previous.get("splits", {}), **saved["splits"]}
-    _write_atomically(path, lambda temp: pathlib.Path(temp).write_text(json.dumps(saved, indent=1), encoding="utf-8"))
+    shards.write_atomically(path, lambda temp: pathlib.Path(temp).write_text(json.dumps(saved, indent=1), encoding="utf-8"))
 
 
 def prepare_dataset(config):
@@ -668,33 +248,37 @@ def prepare_dataset(config):
       A `PrepareReport`, also saved as `{output_dir}/report.json`.
 
     Raises:
+      ConfigError: a `folder` video_dir with no video in a class folder.
       ValueError: malformed split or annotation files, or an output_dir holding another dataset.
       concurrent.futures.process.BrokenProcessPool: a worker process died (e.g. a crash inside
         FFmpeg); finished shards are kept and a re-run resumes.
     """
     start = time.monotonic()
-    class_names, listings = list_splits(config)
+    class_names, listings = listing.list_splits(config)
+    if config.dataset == "folder":
+        _check_folder_listing(config.video_dir, listings[config.split_name])
     _check_labels(config.output_dir, class_names)
     os.makedirs(config.output_dir, exist_ok=True)
-    _write_atomically(
+    shards.write_atomically(
         os.path.join(config.output_dir, "labels.txt"),
         lambda temp: pathlib.Path(temp).write_text("".join(f"{name}\n" for name in class_names), encoding="utf-8"),
     )
-    report = PrepareReport(config.dataset, config.video_dir, config.output_dir, class_names, _settings(config), {})
+    report = PrepareReport(config.dataset, config.video_dir, config.output_dir, class_names,
+                           shards.shard_settings(config), {})
     todo = []
-    for name, listing in listings.items():
+    for name, videos in listings.items():
         split = report.splits[name] = SplitReport(
-            listed=len(listing.entries) + len(listing.missing),
-            missing=len(listing.missing),
-            missing_examples=list(listing.missing[:10]),
+            listed=len(videos.entries) + len(videos.missing),
+            missing=len(videos.missing),
+            missing_examples=list(videos.missing[:10]),
         )
-        tasks = plan_shards(listing, config)
+        tasks = shards.plan_shards(videos, config)
         split_dir = os.path.join(config.output_dir, name)
-        os.makedirs(os.path.join(split_dir, _DONE_DIR), exist_ok=True)
-        _remove_stale_files(split_dir, name, {task.name for task in tasks})
+        os.makedirs(os.path.join(split_dir, shards.DONE_DIR), exist_ok=True)
+        shards.remove_stale_files(split_dir, name, {task.name for task in tasks})
         split.shards = [task.name for task in tasks]
         for task in tasks:
-            previous = _load_complete_shard(task)
+            previous = shards.load_complete_shard(task)
             if previous is None:
                 todo.append(task)
             else:
@@ -704,7 +288,7 @@ def prepare_dataset(config):
     workers = config.workers or os.cpu_count() or 1
     total = sum(len(task.entries) for task in todo)
     with tqdm.tqdm(total=total, unit="video", desc=f"prepare {config.dataset}", disable=not config.progress) as bar:
-        for task, result in _run_tasks(todo, workers, bar):
+        for task, result in shards.run_tasks(todo, workers, bar):
             _add_result(report.splits[os.path.basename(task.split_dir)], result)
 
     for split in report.splits.values():
@@ -713,6 +297,17 @@ def prepare_dataset(config):
     report.seconds = time.monotonic() - start
     _save_report(config.output_dir, report)
     return report
+
+
+def _check_folder_listing(video_dir, videos):
+    """Refuses a `folder` dataset in which no video sits in a class folder (nothing to write)."""
+    if videos.entries:
+        return
+    loose = [name for name in os.listdir(video_dir) if os.path.splitext(name)[1].lower() in listing.VIDEO_EXTENSIONS]
+    found = (f"{len(loose)} video(s) directly in it, none in a <class>/ subfolder" if loose
+             else "no video file in a <class>/ subfolder")
+    raise ConfigError("video_dir", video_dir, f"{found}; the folder dataset expects video_dir/<class>/<video> "
+                      f"(e.g. {os.path.join(video_dir, 'walk', 'clip1.mp4')}), labels from the class folder names")
 
 
 def _add_result(split, result):

@@ -70,7 +70,7 @@ def decode_frames(path, short_side=None):
     import av
     import numpy as np
 
-    from vdim_tf.data.prepare import _DECLARED_FRAMES_SLACK
+    from vdim_tf.data.decode import DECLARED_FRAMES_SLACK
 
     check_file(path)
     if os.path.getsize(path) == 0:
@@ -97,7 +97,7 @@ def decode_frames(path, short_side=None):
             warning = f"decoding stopped after {len(frames)} frames: {type(e).__name__}: {e}"
     if not frames:
         raise DecodeError("no frames decoded")
-    if warning is None and declared and len(frames) < declared * (1 - _DECLARED_FRAMES_SLACK) - 1:
+    if warning is None and declared and len(frames) < declared * (1 - DECLARED_FRAMES_SLACK) - 1:
         warning = f"decoded {len(frames)} of the {declared} frames the container declares (truncated?)"
         if len(frames) > 1:
             frames.pop()

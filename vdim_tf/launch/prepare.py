@@ -1,11 +1,11 @@
 """Prepares a video dataset as sharded TFRecords, or generates the built-in synthetic dataset.
 
-Real data (see `vdim_tf/data/prepare.py` for the layouts each dataset expects):
+Real data (see `vdim_tf/data/listing.py` for the layouts each dataset expects):
 
     python -m vdim_tf.launch.prepare --dataset=ucf101 --video_dir=UCF-101 \\
         --splits_dir=ucfTrainTestlist --output_dir=records/ucf101
     python -m vdim_tf.launch.prepare --dataset=hmdb51 --video_dir=hmdb51 \\
-        --splits_dir=hmdb51_splits --output_dir=records/hmdb51 --splits=1
+        --splits_dir=testTrainMulti_7030_splits --output_dir=records/hmdb51 --splits=1
     python -m vdim_tf.launch.prepare --dataset=kinetics --video_dir=kinetics600/videos \\
         --annotations=kinetics600/annotations --output_dir=records/k600 --fps=25
     python -m vdim_tf.launch.prepare --dataset=folder --video_dir=my_videos/train \\
@@ -19,7 +19,8 @@ Output: `{output_dir}/{split}/{split}-NNNNN-of-NNNNN.tfrecord`, `{output_dir}/la
 `{output_dir}/report.json`. A re-run resumes: complete shards are kept.
 
 Exit status: 0 when every listed file on disk was written; 2 when some files were skipped as
-unreadable (they are listed in the summary and in report.json); 1 for a bad flag value or a
+unreadable (they are listed in the summary and in report.json); 1 for a bad flag value (including
+an --output_dir that is a file, and a folder dataset with no video in a <class>/ subfolder) or a
 malformed split/annotation file.
 """
 
@@ -44,7 +45,8 @@ flags.DEFINE_enum("dataset", None, list(prepare.DATASETS) + ["synthetic"],
 flags.DEFINE_string("video_dir", None, "Folder of input videos (not used for synthetic). Required otherwise.")
 flags.DEFINE_string("output_dir", None, "Folder for the TFRecord shards, labels.txt and report.json. Required.")
 flags.DEFINE_string("splits_dir", None,
-                    "ucf101/hmdb51: folder with classInd.txt, trainlist0N.txt, testlist0N.txt. Default: none.")
+                    "ucf101/hmdb51: folder with classInd.txt, trainlist0N.txt, testlist0N.txt; for hmdb51 also "
+                    "the official <class>_test_split<k>.txt files (testTrainMulti_7030_splits/). Default: none.")
 flags.DEFINE_string("annotations", None,
                     "kinetics: annotation CSV (label,youtube_id,time_start,time_end,split) or a folder of "
                     "them. Default: none.")
@@ -101,10 +103,15 @@ def _prepare_config():
             progress=FLAGS.progress,
         )
     except prepare.ConfigError as e:
-        if e.field == "split_ids":
-            raise _FlagError(f"--splits={','.join(FLAGS.splits)}: {e.problem}") from None
-        shown = " is not set" if e.value is None else f"={e.value}"
-        raise _FlagError(f"--{e.field}{shown}: {e.problem}") from None
+        raise _flag_error(e) from None
+
+
+def _flag_error(error):
+    """A `prepare.ConfigError` told in terms of the command-line flag it comes from."""
+    if error.field == "split_ids":
+        return _FlagError(f"--splits={','.join(FLAGS.splits)}: {error.problem}")
+    shown = " is not set" if error.value is None else f"={error.value}"
+    return _FlagError(f"--{error.field}{shown}: {error.problem}")
 
 
 def _synthetic_config():
@@ -132,6 +139,10 @@ def run(argv):
     if not FLAGS.output_dir:
         raise _FlagError("--output_dir is required")
     if FLAGS.dataset == "synthetic":
+        try:
+            prepare.check_output_dir(FLAGS.output_dir)
+        except prepare.ConfigError as e:
+            raise _flag_error(e) from None
         start = time.monotonic()
         path = synthetic.generate_synthetic_dataset(FLAGS.output_dir, _synthetic_config())
         with open(os.path.join(path, "report.json"), encoding="utf-8") as f:
@@ -141,6 +152,8 @@ def run(argv):
         return 0
     try:
         report = prepare.prepare_dataset(_prepare_config())
+    except prepare.ConfigError as e:
+        raise _flag_error(e) from None
     except ValueError as e:
         raise _FlagError(str(e)) from None
     print(report.summary())
