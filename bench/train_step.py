@@ -30,7 +30,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from vdim_tf.models.encoder import PRESETS, feature_shapes
+from bench.flops import train_step_flops
+from vdim_tf.models.encoder import PRESETS
 from vdim_tf.models.vdim import VDIM
 
 EMBEDDING = {"paper": 512, "cpu": 128}
@@ -50,22 +51,6 @@ def matmul_peak(dtype, n, seconds=3.0):
         mm(a).numpy()
         count += 1
     return 2 * n**3 * count / (time.perf_counter() - start)
-
-
-def conv_flops_forward(preset_name, batch):
-    """Multiply-adds ×2 of every convolution of one encoder pass over `batch` clips."""
-    preset = PRESETS[preset_name]
-    shapes = feature_shapes(preset.blocks, preset.frames, preset.size)
-    flops = 0
-    t_in, s_in, c_in = preset.frames, preset.size, 3
-    for index, spec in enumerate(preset.blocks, start=1):
-        t_out, s_out, _, c_out = shapes[index]
-        # Spatial conv runs on every input frame, at the output's spatial grid.
-        flops += 2 * spec.kernel**2 * c_in * c_out * t_in * s_out**2
-        flops += 2 * spec.t_kernel * c_out * c_out * t_out * s_out**2
-        flops += spec.num_1x1 * 2 * (2 * c_out * c_out * t_out * s_out**2)
-        t_in, s_in, c_in = t_out, s_out, c_out
-    return flops * batch
 
 
 def peak_rss_bytes():
@@ -106,7 +91,7 @@ def measure(preset, precision, batch, steps, jit_compile, encoder_share=False):
             encoder_seconds = _time(encoder_step, views, steps)
     finally:
         keras.mixed_precision.set_global_policy("float32")
-    flops = 3 * 2 * conv_flops_forward(preset, batch)  # two views, forward + backward
+    flops = train_step_flops(preset, batch)
     return (seconds, flops, encoder_seconds) if encoder_share else (seconds, flops)
 
 

@@ -9,8 +9,10 @@ from keras import layers, ops
 
 def _bn(name):
     # Synchronized so that under MirroredStrategy every replica normalises with the statistics of
-    # the global batch and keeps identical moving statistics (STACK.md).
-    return layers.BatchNormalization(synchronized=True, momentum=0.9, epsilon=1e-5, name=name)
+    # the global batch and keeps identical moving statistics (STACK.md). Keras accepts the flag on
+    # the TensorFlow backend only; on JAX (bench/gpu.py, one device) there is nothing to synchronize.
+    synchronized = keras.backend.backend() == "tensorflow"
+    return layers.BatchNormalization(synchronized=synchronized, momentum=0.9, epsilon=1e-5, name=name)
 
 
 @keras.saving.register_keras_serializable(package="vdim_tf")

@@ -1,11 +1,13 @@
 """The multi-location InfoNCE objective of VDIM (paper eqs. 1–4, SPEC §3).
 
-Everything here is computed in float32, whatever the compute dtype of the features.
+Everything here is computed in float32, whatever the compute dtype of the features. Written in
+`keras.ops` only, so the same loss runs under TensorFlow (the training loop) and JAX (bench/gpu.py);
+gathering negatives across replicas is the caller's job (`VDIM.compute_losses`).
 """
 
 import math
 
-import tensorflow as tf
+from keras import ops
 
 # AMDIM's public code: scores are soft-clipped to ±20 and penalised by 0.05 · mean(score²).
 DEFAULT_TANH_CLIP = 20.0
@@ -17,7 +19,7 @@ def _transform_scores(scores, dim, scale_scores, tanh_clip):
         scores = scores / math.sqrt(dim)
     penalty_base = scores
     if tanh_clip is not None:
-        scores = tanh_clip * tf.tanh(scores / tanh_clip)
+        scores = tanh_clip * ops.tanh(scores / tanh_clip)
     return scores, penalty_base
 
 
@@ -41,28 +43,33 @@ def nce_terms(antecedent, consequent, *, scale_scores=True, tanh_clip=DEFAULT_TA
       `−log(exp s⁺ / (exp s⁺ + Σ negatives))`, plus the penalty; `accuracy` is how often a positive
       scores higher than every negative of its antecedent location.
     """
-    a = tf.cast(antecedent, tf.float32)
-    c = tf.cast(consequent, tf.float32)
-    batch, local_batch = tf.shape(c)[0], tf.shape(a)[0]
+    a = ops.cast(antecedent, "float32")
+    c = ops.cast(consequent, "float32")
+    batch, local_batch = ops.shape(c)[0], ops.shape(a)[0]
     dim = a.shape[-1]
     if a.shape[0] is not None and c.shape[0] is not None and c.shape[0] < 2:
         raise ValueError(f"NCE needs at least 2 clips in the batch for negatives; got {c.shape[0]}")
 
-    # S[b, i, b', i'] is built once; positives are its diagonal blocks b' = b + offset.
-    scores = tf.einsum("bnd,cmd->bncm", a, c)
+    # S[b, i, b', i'] is built once, as one (B·N, D) × (D, B'·M) matmul; positives are its diagonal
+    # blocks b' = b + offset. (On TensorFlow the equivalent `ops.einsum` rounds its gradient
+    # differently from the `tf.einsum` this replaced; the matmul reproduces it bit for bit.)
+    n, m = ops.shape(a)[1], ops.shape(c)[1]
+    scores = ops.matmul(ops.reshape(a, (-1, dim)), ops.transpose(ops.reshape(c, (-1, dim))))
+    scores = ops.reshape(scores, (local_batch, n, batch, m))
     scores, penalty_base = _transform_scores(scores, dim, scale_scores, tanh_clip)
-    own = tf.one_hot(tf.range(local_batch) + positive_offset, batch, on_value=True, off_value=False)
+    own = ops.equal(ops.arange(local_batch, dtype="int32")[:, None] + positive_offset,
+                    ops.arange(batch, dtype="int32")[None, :])
     own = own[:, None, :, None]  # (B, 1, B', 1)
-    negatives = tf.where(own, tf.constant(-float("inf")), scores)
+    negatives = ops.where(own, -float("inf"), scores)
     # One log-sum-exp per antecedent location over all negatives: the softplus form of the k-way
     # NCE never forms a logits matrix with one row per positive.
-    lse = tf.reduce_logsumexp(negatives, axis=[2, 3])  # (B, N)
-    max_negative = tf.reduce_max(negatives, axis=[2, 3])
-    positives = tf.reduce_sum(tf.where(own, scores, 0.0), axis=2)  # (B, N, M)
-    loss = tf.reduce_mean(tf.nn.softplus(lse[:, :, None] - positives))
+    lse = ops.logsumexp(negatives, axis=(2, 3))  # (B, N)
+    max_negative = ops.max(negatives, axis=(2, 3))
+    positives = ops.sum(ops.where(own, scores, 0.0), axis=2)  # (B, N, M)
+    loss = ops.mean(ops.softplus(lse[:, :, None] - positives))
     if score_penalty:
-        loss += score_penalty * tf.reduce_mean(tf.square(penalty_base))
-    accuracy = tf.reduce_mean(tf.cast(positives > max_negative[:, :, None], tf.float32))
+        loss += score_penalty * ops.mean(ops.square(penalty_base))
+    accuracy = ops.mean(ops.cast(ops.greater(positives, max_negative[:, :, None]), "float32"))
     return loss, accuracy
 
 
@@ -81,7 +88,7 @@ def nce_loss(antecedent, consequent, *, scale_scores=True, tanh_clip=DEFAULT_TAN
       every consequent location of every other clip in the batch, plus `score_penalty · mean(S²)`.
 
     Example:
-    >>> a = tf.random.normal((4, 27, 64)); c = tf.random.normal((4, 1, 64))
+    >>> a = keras.random.normal((4, 27, 64)); c = keras.random.normal((4, 1, 64))
     >>> float(nce_loss(a, c, scale_scores=True, tanh_clip=None, score_penalty=0.0)) > 0
     True
     """
@@ -98,5 +105,5 @@ def temporal_difference(features):
     t = features.shape[1]
     if t is not None and t < 2:
         raise ValueError(f"temporal difference needs a feature map with >= 2 time steps, got T={t}")
-    half = tf.shape(features)[1] // 2
+    half = ops.shape(features)[1] // 2
     return features[:, -half:] - features[:, :half]
