@@ -71,6 +71,7 @@ class FinetuneConfig:
     log_every: int = 50
     jit_compile: bool = False
     seed: int | None = 0
+    input_sharding: str = "data"
 
     kind = "finetune"
 
@@ -274,6 +275,7 @@ def finetune(config, progress=True, strategy=None):
     strategy = strategy or loop.make_strategy(config.strategy)
     loop.check_batch(config.batch_size, strategy, config.strategy)
     files = pipeline.training_files(config.train_data, "train_data")
+    loop.check_input_sharding(config.input_sharding, files, loop.num_workers(strategy))
     names_from = f"the run's {config.num_classes} labels (--labels_file)"
     check_record_labels(config.label_names, record_labels(files), f"train_data={config.train_data!r}", names_from)
     if config.test_data:
@@ -340,7 +342,8 @@ def _finetune(config, record, files, strategy, progress):
     def make_dataset(start):
         seed = None if config.seed is None else config.seed + start
         return loop.shard_per_worker(pipeline.finetune_dataset(
-            files, views, config.augment, config.batch_size, config.classifier.num_views, training=True, seed=seed))
+            files, views, config.augment, config.batch_size, config.classifier.num_views, training=True, seed=seed),
+            config.input_sharding)
 
     loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction="none")
 

@@ -187,7 +187,7 @@ def restore_newest(checkpoint, model_dir, report=True):
 
 # Settings a resumed run may change: how long and how it runs, not what it trains.
 RESUMABLE_CHANGES = ("train_steps", "checkpoint_every", "keep_checkpoints", "log_every", "strategy",
-                     "jit_compile", "data_service_address", "precision")
+                     "jit_compile", "data_service_address", "precision", "input_sharding")
 # Not compared at all: the run folder's own path, so a copied or moved run folder resumes.
 _NOT_COMPARED = ("model_dir",)
 
@@ -308,12 +308,46 @@ def check_resume(model_dir, config_dict, config_file="config.json"):
                          "optimizer's checkpoint). Use a new --model_dir, or the run's own precision.")
 
 
-def shard_per_worker(dataset):
-    """Every worker builds the same seeded pipeline and keeps its part of each global batch, so
-    the global batches are those of a one-process run whatever the number of workers or files."""
+INPUT_SHARDING = ("data", "file")
+
+
+def shard_per_worker(dataset, policy="data"):
+    """How several workers split the input (one worker: no effect).
+
+    `data`: every worker builds the same seeded pipeline over every file, decodes every clip of
+    each global batch and keeps its part, so the global batches are those of a one-process run
+    whatever the number of workers or files; the cost is that each worker reads and decodes all N
+    workers' clips (N× the decoding). `file`: each worker reads only its own share of the files
+    (needs at least as many files as workers, `check_input_sharding`): no wasted decoding, but the
+    batches differ from a one-process run's.
+    """
+    policies = {"data": tf.data.experimental.AutoShardPolicy.DATA,
+                "file": tf.data.experimental.AutoShardPolicy.FILE}
+    if policy not in policies:
+        raise ValueError(f"input_sharding={policy!r}: valid values are {INPUT_SHARDING}")
     options = tf.data.Options()
-    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    options.experimental_distribute.auto_shard_policy = policies[policy]
     return dataset.with_options(options)
+
+
+def num_workers(strategy):
+    """Worker processes of the strategy's cluster (1 without a cluster)."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None:
+        return 1
+    cluster = resolver.cluster_spec().as_dict()
+    return max(1, len(cluster.get("worker", ())) + len(cluster.get("chief", ())))
+
+
+def check_input_sharding(policy, files, workers):
+    """`file` sharding gives each worker whole files: refuse it with fewer files than workers (a
+    worker would have none) before any data is read."""
+    if policy not in INPUT_SHARDING:
+        raise ValueError(f"input_sharding={policy!r}: valid values are {INPUT_SHARDING}")
+    if policy == "file" and len(files) < workers:
+        raise ValueError(f"--input_sharding=file needs at least as many files as workers: {len(files)} file(s) for "
+                         f"{workers} workers; use --input_sharding=data, or write more shards "
+                         "(prepare --videos_per_shard)")
 
 
 def train_loop(config, *, strategy, checkpoint, optimizer, make_dataset, replica_step, batch_size,

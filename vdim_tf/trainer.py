@@ -74,6 +74,7 @@ class PretrainConfig:
     log_every: int = 50
     seed: int | None = 0
     data_service_address: str | None = None
+    input_sharding: str = "data"
 
     def validate(self):
         """Raises ValueError naming the setting, its value and what would be valid."""
@@ -166,6 +167,7 @@ def pretrain(config, progress=True, strategy=None):
     config.validate_replicas(strategy.num_replicas_in_sync)
     files = pipeline.training_files(config.train_data, "train_data")
     _check_batch_fits(files, config.batch_size, config.train_data)
+    loop.check_input_sharding(config.input_sharding, files, loop.num_workers(strategy))
     with loop.precision_policy(config.precision):
         return _pretrain(config, files, strategy, progress)
 
@@ -189,9 +191,10 @@ def _check_batch_fits(files, batch_size, train_data):
 def input_dataset(config, files, strategy, seed, start):
     """The global-batch training dataset, optionally served by a tf.data service cluster.
 
-    Under several workers every worker builds the same seeded pipeline and keeps its part of each
-    global batch (`AutoShardPolicy.DATA`), so the global batches are those of a one-process run
-    whatever the number of workers or files. With a data service, the service workers split the
+    Under several workers, `config.input_sharding` says how they split it (`loop.shard_per_worker`):
+    by default every worker builds the same seeded pipeline and keeps its part of each global batch
+    (`AutoShardPolicy.DATA`), so the global batches are those of a one-process run whatever the
+    number of workers or files; `file` gives each worker its own files instead. With a data service, the service workers split the
     files between them (each clip is produced once per epoch, `ShardingPolicy.DYNAMIC`) and the
     trainer workers share one job, each taking different batches.
     """
@@ -208,7 +211,7 @@ def input_dataset(config, files, strategy, seed, start):
         ))
         options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
         return dataset.with_options(options)
-    return loop.shard_per_worker(dataset)
+    return loop.shard_per_worker(dataset, config.input_sharding)
 
 
 def _pretrain(config, files, strategy, progress):

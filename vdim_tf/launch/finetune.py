@@ -100,6 +100,7 @@ def config_from_flags():
         log_every=FLAGS.log_every,
         jit_compile=FLAGS.jit_compile,
         seed=None if FLAGS.seed < 0 else FLAGS.seed,
+        input_sharding=FLAGS.input_sharding,
     )
 
 

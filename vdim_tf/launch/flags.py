@@ -55,6 +55,11 @@ def define_data_flags(test_data=False):
     flags.DEFINE_string("data_service_address", None, "Run the input pipeline on a tf.data service cluster: "
                         "the dispatcher's address, e.g. grpc://dispatcher-host:5000 (workers started with "
                         "tf.data.experimental.service.WorkerServer). Default: the pipeline runs in the trainer.")
+    flags.DEFINE_enum("input_sharding", "data", ["data", "file"], "How several workers (--strategy=multi_worker) "
+                      "split the input: 'data': every worker reads and decodes every clip of each global batch "
+                      "and keeps its share (batches equal a one-process run's; N workers decode N times); "
+                      "'file': each worker reads only its own files (needs >= as many files as workers). "
+                      "Default: data.")
 
 
 def define_model_flags():

@@ -54,6 +54,7 @@ def config_from_flags():
         log_every=FLAGS.log_every,
         seed=None if FLAGS.seed < 0 else FLAGS.seed,
         data_service_address=FLAGS.data_service_address,
+        input_sharding=FLAGS.input_sharding,
     )
 
 
