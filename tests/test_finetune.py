@@ -331,3 +331,13 @@ def test_model_dir_that_is_a_file_is_a_one_line_error(tiny_synthetic, tmp_path):
     assert out.returncode == 1, out.stderr[-2000:]
     assert out.stderr.strip().splitlines()[-1].startswith(f"finetune: error: --model_dir={tmp_path / 'notes.txt'}: ")
     assert "Traceback" not in out.stderr
+
+
+def test_training_accuracy_does_not_count_ties_at_the_top():
+    logits = tf.constant([[1.0, 1.0, 0.0],   # the label ties another class: not a hit
+                          [0.0, 2.0, 1.0],   # strictly highest: a hit
+                          [3.0, 3.0, 3.0],   # uniform (collapsed): not a hit
+                          [float("nan"), 0.0, 0.0],  # NaN: not a hit
+                          [0.0, 1.0, 2.0]])  # another class is higher: not a hit
+    labels = tf.constant([0, 1, 2, 0, 1], tf.int64)
+    np.testing.assert_array_equal(finetune.top1_hits(logits, labels).numpy(), [0, 1, 0, 0, 0])

@@ -290,6 +290,14 @@ def finetune(config, progress=True, strategy=None):
         return _finetune(config, record, files, strategy, progress)
 
 
+def top1_hits(logits, labels):
+    """1.0 where the label's logit is strictly above every other class's, else 0.0 `(B,)`: a tie at
+    the top (or a NaN) never counts in the model's favour, the rule of `evaluate.topk_accuracy`."""
+    label_logit = tf.gather(logits, tf.cast(labels, tf.int32), batch_dims=1)[:, None]
+    at_or_above = tf.reduce_sum(tf.cast(logits >= label_logit, tf.int32), axis=-1)
+    return tf.cast(tf.equal(at_or_above, 1), tf.float32)
+
+
 def _run_record(config):
     """What config.json records: the config, its colour space and the pretrained encoder's.
 
@@ -357,8 +365,7 @@ def _finetune(config, record, files, strategy, progress):
                 scaled = optimizer.scale_loss(scaled)
         grads = tape.gradient(scaled, model.trainable_variables)
         optimizer.apply(grads, model.trainable_variables)
-        correct = tf.cast(tf.equal(tf.argmax(logits, -1), batch["label"]), tf.float32)
-        return {loop.LOSS: loss, "accuracy/train_clip_top1": tf.reduce_mean(correct)}
+        return {loop.LOSS: loss, "accuracy/train_clip_top1": tf.reduce_mean(top1_hits(logits, batch["label"]))}
 
     nan_hint = "Try a lower --learning_rate" + (" or --precision=float32." if config.precision != "float32" else ".")
     loop_config = loop.LoopConfig(config.model_dir, config.train_steps, config.checkpoint_every,
