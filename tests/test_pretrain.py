@@ -336,6 +336,7 @@ def test_run_writes_the_resolved_config(finished_run):
         written = json.load(f)
 
     assert written.pop("versions") == loop.run_versions()
+    assert written.pop("color_space") == "rgb"  # --color_mode=jitter: the RGB input the encoder learns from
     assert written == json.loads(config.to_json())
     assert written["model"]["antecedent_layers"] == [4, 5, 6] and written["views"]["final_length"] == 16
 

@@ -111,9 +111,7 @@ class FinetuneConfig:
         return d
 
 
-def color_space(color_mode):
-    """The input a `color_mode` feeds the encoder: 'lab' for Lab dropout, else 'rgb' (jitter + gray)."""
-    return "lab" if color_mode == "lab" else "rgb"
+color_space = augment_lib.color_space
 
 
 # --- the labels in the records ---------------------------------------------------------------

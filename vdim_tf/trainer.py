@@ -242,7 +242,8 @@ def _pretrain(config, files, strategy, progress):
         optimizer=optimizer, make_dataset=make_dataset, replica_step=replica_step, batch_size=config.batch_size,
         progress=progress, on_start=lambda writer, dataset: _write_run_summaries(writer, config, dataset),
         nan_hint="Try a lower --learning_rate, keep --tanh_clip on, or --precision=float32.",
-        run_config=dataclasses.asdict(config), data_files=files,
+        run_config={**dataclasses.asdict(config), "color_space": augment_lib.color_space(config.augment.color_mode)},
+        data_files=files,
     )
     result["model"] = model
     return result

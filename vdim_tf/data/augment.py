@@ -23,6 +23,11 @@ import tensorflow as tf
 
 COLOR_MODES = ("jitter", "lab")
 
+
+def color_space(color_mode):
+    """The input a `color_mode` feeds the encoder: 'lab' for Lab dropout, else 'rgb' (jitter + gray)."""
+    return "lab" if color_mode == "lab" else "rgb"
+
 # ITU-R 601 luma weights, as tf.image.rgb_to_grayscale and torchvision use.
 _LUMA = (0.2989, 0.587, 0.114)
 # NTSC RGB -> YIQ; hue rotation turns the (I, Q) chroma plane.
