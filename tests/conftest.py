@@ -85,3 +85,16 @@ def labelled_records(tmp_path):
         return str(path)
 
     return make
+
+
+@pytest.fixture(scope="session")
+def mirrored_strategy():
+    """One MirroredStrategy over the two logical CPUs, shared by the tests of one process: two
+    strategies in one process number their collective ops alike, and a collective of the second
+    then meets the first's cached instance of another shape (a "Shape mismatch in the collective
+    instance" abort)."""
+    import tensorflow as tf
+
+    devices = [d.name for d in tf.config.list_logical_devices("CPU")]
+    assert len(devices) >= 2, "pytest_configure should have made two logical CPUs"
+    return tf.distribute.MirroredStrategy(devices[:2])

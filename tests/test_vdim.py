@@ -151,7 +151,7 @@ def _one_step(strategy, weights, batch):
     return history.history, model.get_weights()
 
 
-def test_mirrored_strategy_matches_single_device():
+def test_mirrored_strategy_matches_single_device(mirrored_strategy):
     devices = [d.name for d in tf.config.list_logical_devices("CPU")]
     assert len(devices) >= 2, "tests/conftest.py should configure two logical CPUs"
     reference = VDIM(**CPU)
@@ -162,7 +162,7 @@ def test_mirrored_strategy_matches_single_device():
                for w in reference.get_weights()]
     batch = _views(8, seed=1)
     single_hist, single_w = _one_step(tf.distribute.OneDeviceStrategy(devices[0]), weights, batch)
-    mirrored_hist, mirrored_w = _one_step(tf.distribute.MirroredStrategy(devices[:2]), weights, batch)
+    mirrored_hist, mirrored_w = _one_step(mirrored_strategy, weights, batch)
     np.testing.assert_allclose(mirrored_hist["loss/total"], single_hist["loss/total"], rtol=1e-4)
     updates = np.concatenate([(a - w).ravel() for w, a in zip(weights, single_w)])
     mirrored_updates = np.concatenate([(b - w).ravel() for w, b in zip(weights, mirrored_w)])
