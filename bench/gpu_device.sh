@@ -4,7 +4,6 @@
 # optree; absl-py, rich, h5py, ml-dtypes, numpy and packaging are there) travel as wheels.
 #
 # Once, here, in the repository root (2.8 MB of wheels; the folder is git-ignored):
-#   (.whl/ is in .gitignore, so the wheels travel only as carry)
 #   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
 #     --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 \
 #     --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
