@@ -155,7 +155,10 @@ def test_jax_backend_gives_the_tensorflow_numbers_for_encoder_heads_and_loss(tmp
         assert abs(got[name] - want[name]) <= 1 / count + 1e-7, name
 
 
-def _load_bench_gpu():
+def _load_bench_gpu(monkeypatch):
+    # bench/gpu.py sets KERAS_BACKEND=jax where it is unset (it runs on JAX); this process already
+    # runs Keras on TensorFlow, and the variable must not leak into the subprocesses of later tests.
+    monkeypatch.setenv("KERAS_BACKEND", "tensorflow")
     spec = importlib.util.spec_from_file_location("bench_gpu", REPO_ROOT / "bench" / "gpu.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -163,13 +166,13 @@ def _load_bench_gpu():
 
 
 @pytest.mark.parametrize("preset", ["cpu", "paper"])
-def test_gpu_bench_layer_pairs_are_the_models(preset):
+def test_gpu_bench_layer_pairs_are_the_models(preset, monkeypatch):
     from vdim_tf.models.encoder import PRESETS
     from vdim_tf.models.vdim import layer_pairs
 
     p = PRESETS[preset]
     want = layer_pairs((*p.local_layers, p.global_layer), (p.global_layer,), symmetric=True)
-    assert _load_bench_gpu().paper_pairs(preset) == want
+    assert _load_bench_gpu(monkeypatch).paper_pairs(preset) == want
 
 
 def test_gpu_bench_dry_run_trains_without_tensorflow(tmp_path):
