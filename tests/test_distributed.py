@@ -189,7 +189,7 @@ def test_two_workers_sgd_step_equals_one_device(tmp_path):
     one, one_loss = train(tf.distribute.get_strategy(), weights, tmp_path / "one")
     difference = relative_difference(trainable(weights), trained, one)
     assert difference < TOLERANCE, f"relative difference of the updates: {difference:.2e}"
-    assert float(results[0][loop.LOSS]) == pytest.approx(one_loss, rel=TOLERANCE)
+    assert float(results[0]["loss"]) == pytest.approx(one_loss, rel=TOLERANCE)  # the npz key of the worker script
 
 
 # Each process runs the pretraining launcher's code with its flags and dumps its final weights.
