@@ -88,6 +88,7 @@ def test_trace_reader_takes_gpu_op_time_from_the_device_plane(tmp_path):
     assert dict(_bench("profile_step").op_times(trace)) == {"Conv3D": 700, "ConcatV2": 30}
 
 
+@pytest.mark.slow  # a real profiler trace of three train steps (~20 s); the parser is tested on a hand-built trace above
 def test_profile_step_table_is_consistent_with_its_totals(tmp_path):
     out = subprocess.run(
         [sys.executable, str(REPO_ROOT / "bench" / "profile_step.py"), "--preset=cpu", "--batch=2", "--steps=1",

@@ -151,6 +151,7 @@ def _one_step(strategy, weights, batch):
     return history.history, model.get_weights()
 
 
+@pytest.mark.slow  # Keras fit under MirroredStrategy (~20 s); the production loop's replica scaling is tests/test_distributed.py's SGD check, in the default suite
 def test_mirrored_strategy_matches_single_device(mirrored_strategy):
     devices = [d.name for d in tf.config.list_logical_devices("CPU")]
     assert len(devices) >= 2, "tests/conftest.py should configure two logical CPUs"
