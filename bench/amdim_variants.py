@@ -83,6 +83,9 @@ def main():
     parser.add_argument("--data", default=os.path.join("data", "synthetic"))
     parser.add_argument("--out", default=os.path.join("runs", "amdim_variants"))
     args = parser.parse_args()
+    unknown = [n for n in args.variants.split(",") if n not in VARIANTS]
+    if unknown:
+        parser.error(f"--variants: unknown {unknown}; valid: {','.join(VARIANTS)}")
 
     generate_synthetic_dataset(args.data)
     results = {}

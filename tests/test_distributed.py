@@ -9,18 +9,15 @@ would hide it. Pretraining itself keeps Adam. The same global batches run on one
 MultiWorkerMirroredStrategy worker processes on 127.0.0.1.
 """
 
-import json
 import os
 import pathlib
-import socket
-import subprocess
-import sys
 
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
+import workers
 from vdim_tf import loop
 from vdim_tf.models.vdim import VDIM
 
@@ -137,27 +134,8 @@ np.savez(sys.argv[1], *weights, *trained, loss=loss)
 """
 
 
-def free_ports(n):
-    sockets = [socket.socket() for _ in range(n)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
-
-
 def start_workers(script, args_of, log_of):
-    """One process per worker on 127.0.0.1, `TF_CONFIG` naming the cluster and its index."""
-    cluster = {"worker": [f"127.0.0.1:{p}" for p in free_ports(2)]}
-    processes = []
-    for i in range(2):
-        env = {**os.environ, "PYTHONUNBUFFERED": "1", "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": str(REPO_ROOT),
-               "TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}})}
-        with open(log_of(i), "w") as log:
-            processes.append(subprocess.Popen([sys.executable, str(script), *args_of(i)], cwd=REPO_ROOT, env=env,
-                                              stdout=log, stderr=subprocess.STDOUT))
-    return processes
+    return workers.start_workers(lambda i: [str(script), *args_of(i)], log_of)
 
 
 def wait_all(processes, log_of):

@@ -1,46 +1,26 @@
 """Preemption under MultiWorkerMirroredStrategy: a SIGTERM to any one worker makes every worker
 save one checkpoint at the same step and exit 143, and a rerun of all workers resumes there."""
 
-import json
 import os
 import pathlib
 import re
 import signal
-import socket
-import subprocess
-import sys
 import time
 
 import pytest
 import tensorflow as tf
+
+import workers
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 STARTUP_TIMEOUT = 300  # seconds for both workers to start and take a few steps on a busy 2-core machine
 EXIT_TIMEOUT = 120  # seconds every worker may take to save and exit once one of them got SIGTERM
 
 
-def free_ports(n):
-    sockets = [socket.socket() for _ in range(n)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
-
-
 def start_workers(args, tmp_path, name):
-    cluster = {"worker": [f"127.0.0.1:{p}" for p in free_ports(2)]}
-    processes, logs = [], []
-    for i in range(2):
-        env = {**os.environ, "PYTHONUNBUFFERED": "1", "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": str(REPO_ROOT),
-               "TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}})}
-        log = tmp_path / f"{name}_worker{i}.log"
-        with open(log, "w") as f:
-            processes.append(subprocess.Popen([sys.executable, "-m", "vdim_tf.launch.pretrain", *args,
-                                               "--strategy=multi_worker"], cwd=REPO_ROOT, env=env,
-                                              stdout=f, stderr=subprocess.STDOUT))
-        logs.append(log)
+    logs = [tmp_path / f"{name}_worker{i}.log" for i in range(2)]
+    processes = workers.start_workers(
+        lambda i: ["-m", "vdim_tf.launch.pretrain", *args, "--strategy=multi_worker"], lambda i: logs[i])
     return processes, logs
 
 

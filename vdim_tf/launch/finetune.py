@@ -13,7 +13,6 @@ Exit status: 0 done; 1 bad configuration, bad --pretrained, records labelled oth
 labels file, --test_data matching no file, or a non-finite loss; 143 SIGTERM.
 """
 
-import dataclasses
 import os
 import sys
 
