@@ -13,7 +13,6 @@ Prints a table of means and standard deviations over the seeds, and writes every
 """
 
 import argparse
-import dataclasses
 import json
 import os
 import sys

@@ -25,7 +25,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from vdim_tf import evaluate, export, finetune, trainer
+from vdim_tf import evaluate, export, finetune
 from vdim_tf.data import augment as augment_lib
 from vdim_tf.data import pipeline, records
 from vdim_tf.data import views as views_lib

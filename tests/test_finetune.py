@@ -13,9 +13,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from vdim_tf import finetune, loop, trainer
+from vdim_tf import finetune, loop
 from vdim_tf.data import augment as augment_lib
-from vdim_tf.data import views as views_lib
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 

@@ -5,7 +5,6 @@ The measure is retrieval R@1 of frozen φ_g∘Ψ features (test videos querying 
 it depends on the encoder alone. bench/evidence.py reports the same over several seeds.
 """
 
-import os
 import pathlib
 import sys
 
