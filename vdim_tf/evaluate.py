@@ -144,9 +144,9 @@ def windows_for(saved, file_pattern, batch_size, window_stride=None):
 
 
 def _color_space(saved):
-    from vdim_tf import finetune
+    from vdim_tf.data import augment as augment_lib
 
-    return finetune.color_space(saved["augment"]["color_mode"])
+    return augment_lib.color_space(saved["augment"]["color_mode"])
 
 
 def output_names(test_data, recorded_test_data):

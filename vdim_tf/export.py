@@ -327,10 +327,6 @@ def _read_run_config(model_dir):
     return saved
 
 
-def _color_space(augment):
-    return "lab" if augment.get("color_mode") == "lab" else "rgb"
-
-
 class PretrainedEmbedder(tf.Module):
     """φ_g∘Ψ of a VDIM model, keeping only Ψ and the global head.
 
@@ -395,14 +391,14 @@ def module_for_run(model_dir, encoder_only=False, top_k=DEFAULT_TOP_K, window_st
             kind=ENCODER if encoder_only else CLASSIFIER,
             final_length=saved["final_length"], factor=saved["factor"],
             num_views=saved["classifier"]["num_views"], size=saved["augment"]["output_size"],
-            color_space=_color_space(saved["augment"]),
+            color_space=augment_lib.color_space(saved["augment"].get("color_mode")),
             label_names=() if encoder_only else saved["label_names"],
             top_k=top_k, window_stride=window_stride, windows_per_step=windows_per_step)
     else:
         model, saved = load_pretrained_encoder(model_dir)
         config = ServingConfig(
             kind=ENCODER, final_length=saved["views"]["final_length"], factor=1, num_views=1,
-            size=saved["augment"]["output_size"], color_space=_color_space(saved["augment"]),
+            size=saved["augment"]["output_size"], color_space=augment_lib.color_space(saved["augment"].get("color_mode")),
             window_stride=window_stride, windows_per_step=windows_per_step)
     return VideoServingModule(model, config)
 

@@ -85,7 +85,7 @@ class FinetuneConfig:
 
     @property
     def color_space(self):
-        return color_space(self.augment.color_mode)
+        return augment_lib.color_space(self.augment.color_mode)
 
     def validate(self):
         if self.train_steps < 1:
@@ -111,7 +111,6 @@ class FinetuneConfig:
         return d
 
 
-color_space = augment_lib.color_space
 
 
 # --- the labels in the records ---------------------------------------------------------------
@@ -309,7 +308,7 @@ def _run_record(config):
         pretrained_space = saved.get("pretrained_color_space")
     elif config.pretrained:
         with open(_pretrained_paths(config.pretrained)[0]) as f:
-            pretrained_space = color_space(json.load(f).get("augment", {}).get("color_mode"))
+            pretrained_space = augment_lib.color_space(json.load(f).get("augment", {}).get("color_mode"))
     else:
         pretrained_space = None
     if pretrained_space and pretrained_space != config.color_space:
