@@ -112,3 +112,31 @@ def test_profile_step_table_is_consistent_with_its_totals(tmp_path):
     for kind in ("Conv3D", "Conv3DBackpropFilter", "Conv3DBackpropInput"):
         assert any(re.fullmatch(rf"(_MklNative|_MklNativeFused|Fused)?{kind}(V2)?", n) for n in names), (kind, names)
     assert list(tmp_path.rglob("*.xplane.pb"))  # the trace stays for TensorBoard
+
+
+def test_throughput_bench_reads_the_steady_state_figure_of_the_loop_log():
+    # The loop logs every --log_every steps; the bench takes the last log (after the warm-up one).
+    log = ("step 2: loss/total=20.1, throughput/clips_per_second=12.5, throughput/step_time_seconds=1.2\n"
+           "step 4: loss/total=19.8, throughput/clips_per_second=96.41, throughput/step_time_seconds=0.166\n")
+    assert [float(x) for x in _bench("pretrain_throughput").THROUGHPUT.findall(log)] == [12.5, 96.41]
+
+
+@pytest.mark.slow  # two short pretraining runs on real clips (~1 min)
+def test_throughput_bench_runs_both_revisions_and_removes_the_baseline_checkout(tmp_path):
+    if not (REPO_ROOT.parent / "shared" / "data").is_dir():
+        pytest.skip("../shared/data (the real clips the bench prepares) is absent")
+    out = tmp_path / "out"
+    result = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "bench" / "pretrain_throughput.py"), "--baseline", "HEAD", "--batches", "4",
+         "--steps", "2", "--rounds", "1", "--short_side", "64", "--out", str(out)],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    import json
+
+    figures = json.loads((out / "throughput.json").read_text())
+    (row,) = figures["rows"]
+    assert row["batch"] == 4 and row["baseline"] > 0 and row["current"] > 0
+    assert row["ratio"] == pytest.approx(row["current"] / row["baseline"])
+    assert "| 4 |" in result.stdout  # the printed table
+    worktrees = subprocess.run(["git", "-C", str(REPO_ROOT), "worktree", "list"], capture_output=True, text=True).stdout
+    assert "vdim_throughput_" not in worktrees
