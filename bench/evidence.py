@@ -1,116 +1,151 @@
-"""Evidence that VDIM learns: held-out accuracy on the synthetic motion dataset, over seeds.
+"""Evidence that VDIM learns: held-out accuracy over seeds, through the commands a user types.
 
-For every seed, in one process:
-  1. VDIM pretraining of the CPU preset (configs/demo_pretrain.cfg settings);
-  2. fine-tuning and a frozen-encoder probe, each from the VDIM encoder and from random
-     initialisation, plus the single-frame baseline (the encoder sees one repeated frame per
-     view, so it cannot use motion: it should sit near chance);
-  3. evaluation on the held-out test videos: video-level top-1 and retrieval R@1.
-Prints a table of means and standard deviations over the seeds, and writes every figure to
-`--out/evidence.json`.
+For every seed, each step a subprocess of the project's own launchers with the demo's flagfiles
+(`configs/demo_pretrain.cfg`, `configs/demo_finetune.cfg`), so the evidence is the recipe as
+shipped, not a copy of it:
+  1. `pretrain` (the CPU preset, the recipe's steps), timed;
+  2. `finetune` arms, each from the VDIM encoder and from random initialisation: the frozen-encoder
+     probe (`--freeze_encoder`, the paper's MLP on frozen φ_g∘Ψ) and full fine-tuning; plus the
+     single-frame probe (`--single_frame`: the encoder sees one repeated frame per view, so it
+     cannot see motion);
+  3. `evaluate` of every arm on the held-out test videos: video top-1 of the arm, the linear
+     protocol on the same frozen features (logistic regression on standardised φ_g∘Ψ features,
+     `linear_phi_top1`) and retrieval R@1.
+Datasets: `motion`, the real-video motion benchmark (`./run motion_benchmark`: forward or reversed
+at 1× or 2×, train and test from different source clips; built from `../shared/data` when
+missing), or `synthetic`, the demo's generated motion classes. Prints a table of means and
+standard deviations over the seeds and writes every figure to `--out/evidence.json`.
 
-    python bench/evidence.py [--seeds 0,1,2] [--pretrain_steps 1500] [--finetune_steps 600]
+    python bench/evidence.py --dataset motion [--seeds 0,1,2] [--arms probe,linear,finetune]
+                             [--pretrain_flags "..."] [--finetune_flags "..."] [--out DIR]
 """
 
 import argparse
 import json
 import os
+import shlex
+import subprocess
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
 import numpy as np
 
-from vdim_tf import evaluate, finetune, trainer
-from vdim_tf.data import augment as augment_lib
-from vdim_tf.data import views as views_lib
-from vdim_tf.data.synthetic import generate_synthetic_dataset
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SHARED_DATA = os.path.join(os.path.dirname(REPO), "shared", "data")
 
-ARMS = (
-    ("fine-tune", "VDIM", dict(pretrained=True)),
-    ("fine-tune", "random", dict()),
-    ("fine-tune", "single frame", dict(single_frame=True)),
-    ("probe", "VDIM", dict(pretrained=True, freeze_encoder=True)),
-    ("probe", "random", dict(freeze_encoder=True)),
-)
-
-
-def pretrain_config(data, model_dir, steps, seed):
-    """configs/demo_pretrain.cfg, as a config."""
-    return trainer.PretrainConfig(
-        train_data=os.path.join(data, "train", "*.tfrecord"), model_dir=model_dir, train_steps=steps,
-        batch_size=8, seed=seed,
-        model=trainer.ModelConfig(encoder_preset="cpu", embedding_dim=128, antecedent_layers=(4, 5, 6),
-                                  consequent_layers=(6,)),
-        views=views_lib.ViewConfig.two_views(final_length=16, offset2=24, factor2=1),
-        augment=augment_lib.AugmentConfig(output_size=64),
-        optim=trainer.OptimConfig(learning_rate=1e-3, warmup_steps=50),
-        checkpoint_every=steps, log_every=max(steps // 4, 1),
-    )
+# (arm, initialisation, finetune flags). The probe arms also give the linear protocol, which
+# `evaluate` fits on the same frozen features.
+ARMS = {
+    "probe": (("probe", "VDIM", ["--freeze_encoder"], True),
+              ("probe", "random", ["--freeze_encoder"], False),
+              ("probe", "single frame", ["--freeze_encoder", "--single_frame"], True)),
+    "finetune": (("fine-tune", "VDIM", [], True),
+                 ("fine-tune", "random", [], False)),
+}
 
 
-def finetune_config(data, model_dir, steps, seed, pretrained, freeze_encoder=False, single_frame=False):
-    """configs/demo_finetune.cfg, as a config."""
-    return finetune.FinetuneConfig(
-        train_data=os.path.join(data, "train", "*.tfrecord"), test_data=os.path.join(data, "test", "*.tfrecord"),
-        model_dir=model_dir, train_steps=steps, batch_size=8, seed=seed, pretrained=pretrained,
-        label_names=finetune.read_labels(os.path.join(data, "labels.txt")),
-        classifier=finetune.ClassifierConfig(encoder_preset="cpu", embedding_dim=128, num_views=2,
-                                             freeze_encoder=freeze_encoder, single_frame=single_frame),
-        # No flips: on direction-labelled classes a flip changes the label (move_left <-> move_right).
-        final_length=16, augment=augment_lib.AugmentConfig(output_size=64, color_mode="jitter", flip_probability=0.0),
-        learning_rate=1e-4, decay_every=0, checkpoint_every=steps, log_every=max(steps // 3, 1),
-    )
+def run(command, log):
+    """Runs a launcher (`python -m vdim_tf.launch.<command[0]>`), its output to `log`."""
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": REPO}
+    with open(log, "w") as f:
+        result = subprocess.run([sys.executable, "-m", f"vdim_tf.launch.{command[0]}", *command[1:]], cwd=REPO,
+                                env=env, stdout=f, stderr=subprocess.STDOUT)
+    if result.returncode:
+        with open(log) as f:
+            tail = "".join(f.readlines()[-15:])
+        sys.exit(f"{' '.join(command[:1])} failed (exit {result.returncode}); the end of {log}:\n{tail}")
+
+
+def data_flags(dataset, data):
+    """Training and test data flags of both launchers for `dataset` stored at `data`."""
+    if dataset == "synthetic":
+        return ["--train_data=synthetic", f"--synthetic_dir={data}"], []
+    train, test = os.path.join(data, "train", "*.tfrecord"), os.path.join(data, "test", "*.tfrecord")
+    return [f"--train_data={train}"], [f"--test_data={test}", f"--labels_file={os.path.join(data, 'labels.txt')}"]
+
+
+def build_motion(data):
+    if os.path.exists(os.path.join(data, "labels.txt")):
+        return
+    if not os.path.isdir(SHARED_DATA):
+        sys.exit(f"the motion benchmark is built from {SHARED_DATA}, which does not exist")
+    subprocess.run([sys.executable, "-m", "vdim_tf.launch.motion_benchmark", f"--data_dir={SHARED_DATA}",
+                    f"--output_dir={data}"], cwd=REPO, check=True, stdout=subprocess.DEVNULL,
+                   env={**os.environ, "PYTHONPATH": REPO})
+
+
+def summarise(values):
+    values = np.array(values, dtype=float)
+    return float(values.mean()), float(values.std(ddof=1)) if len(values) > 1 else 0.0
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dataset", choices=("motion", "synthetic"), default="motion")
+    parser.add_argument("--data", default=None, help="where the dataset is (built there when missing); default "
+                        "data/motion or data/synthetic")
     parser.add_argument("--seeds", default="0,1,2")
-    parser.add_argument("--pretrain_steps", type=int, default=1500)
-    parser.add_argument("--finetune_steps", type=int, default=600)
-    parser.add_argument("--data", default=os.path.join("data", "synthetic"))
-    parser.add_argument("--out", default=os.path.join("runs", "evidence"))
+    parser.add_argument("--arms", default="probe,finetune", help="probe (frozen-encoder MLP and linear protocol, "
+                        "VDIM / random / single frame) and finetune (VDIM / random)")
+    parser.add_argument("--pretrain_flags", default="", help="extra pretrain flags (after the flagfile)")
+    parser.add_argument("--finetune_flags", default="", help="extra finetune flags (after the flagfile)")
+    parser.add_argument("--out", default=None, help="default runs/evidence/<dataset>")
     args = parser.parse_args()
-
-    generate_synthetic_dataset(args.data)
+    data = os.path.abspath(args.data or os.path.join(REPO, "data", args.dataset))
+    out = os.path.abspath(args.out or os.path.join(REPO, "runs", "evidence", args.dataset))
+    if args.dataset == "motion":
+        build_motion(data)
+    train_flags, test_flags = data_flags(args.dataset, data)
+    arms = [arm for name in args.arms.split(",") for arm in ARMS[name]]
     seeds = [int(s) for s in args.seeds.split(",")]
-    figures = {}
-    start = time.perf_counter()
+    os.makedirs(out, exist_ok=True)
+
+    runs, start = [], time.perf_counter()
     for seed in seeds:
-        root = os.path.join(args.out, f"seed{seed}")
+        root = os.path.join(out, f"seed{seed}")
+        os.makedirs(root, exist_ok=True)
         pretrain_dir = os.path.join(root, "pretrain")
-        trainer.pretrain(pretrain_config(args.data, pretrain_dir, args.pretrain_steps, seed), progress=False)
-        for mode, init, options in ARMS:
-            model_dir = os.path.join(root, f"{mode}_{init}".replace(" ", "_"))
-            options = dict(options)
-            pretrained = pretrain_dir if options.pop("pretrained", False) else None
-            config = finetune_config(args.data, model_dir, args.finetune_steps, seed, pretrained, **options)
-            finetune.finetune(config, progress=False)
-            r = evaluate.evaluate_run(model_dir, projector_videos=0, progress=False)
-            figures.setdefault(f"{mode}|{init}", []).append(
-                {"seed": seed, "video_top1": r["video_top1"], "R@1": r["retrieval"]["R@1"], "chance": r["chance"]})
-            print(f"seed {seed} {mode:<9} {init:<12} video top-1 {r['video_top1']:.3f}  R@1 {r['retrieval']['R@1']:.3f}",
-                  flush=True)
-    chance = next(iter(figures.values()))[0]["chance"]
-    print(f"\nheld-out synthetic videos, {len(seeds)} seeds ({args.seeds}); pretraining {args.pretrain_steps} "
-          f"steps, fine-tuning/probing {args.finetune_steps} steps; chance top-1 = {chance:.3f}")
-    print(f"{'protocol':<10} {'initialisation':<14} {'video top-1 (mean ± sd)':>24} {'R@1 (mean ± sd)':>18}")
+        t0 = time.perf_counter()
+        run(["pretrain", "--flagfile=configs/demo_pretrain.cfg", *train_flags, f"--seed={seed}",
+             f"--model_dir={pretrain_dir}", *shlex.split(args.pretrain_flags)], os.path.join(root, "pretrain.log"))
+        pretrain_seconds = time.perf_counter() - t0
+        print(f"seed {seed}: pretraining took {pretrain_seconds:.0f} s", flush=True)
+        for mode, init, flags, pretrained in arms:
+            name = f"{mode}_{init}".replace(" ", "_").replace("-", "")
+            model_dir = os.path.join(root, name)
+            run(["finetune", "--flagfile=configs/demo_finetune.cfg", *train_flags, *test_flags, f"--seed={seed}",
+                 f"--model_dir={model_dir}", *([f"--pretrained={pretrain_dir}"] if pretrained else []), *flags,
+                 *shlex.split(args.finetune_flags)], os.path.join(root, f"{name}.log"))
+            run(["evaluate", f"--model_dir={model_dir}", "--projector_videos=0"], os.path.join(root, f"{name}_eval.log"))
+            with open(os.path.join(model_dir, "results.json")) as f:
+                r = json.load(f)
+            row = {"seed": seed, "protocol": mode, "init": init, "video_top1": r["video_top1"],
+                   "R@1": r["retrieval"]["R@1"], "chance": r["chance"], "pretrain_seconds": pretrain_seconds}
+            if "linear_probe" in r:
+                row["linear_phi_top1"] = r["linear_probe"]["phi"]["top1"]
+            runs.append(row)
+            print(f"seed {seed} {mode:<9} {init:<12} video top-1 {row['video_top1']:.3f}  "
+                  f"linear φ top-1 {row.get('linear_phi_top1', float('nan')):.3f}  R@1 {row['R@1']:.3f}", flush=True)
+
+    chance = runs[0]["chance"]
+    print(f"\n{args.dataset} held-out test videos, seeds {args.seeds}; demo flagfiles"
+          f"{' + ' + args.pretrain_flags if args.pretrain_flags else ''}; chance top-1 = {chance:.3f}; "
+          f"pretraining {np.mean([r['pretrain_seconds'] for r in runs]):.0f} s per seed")
+    print("| protocol | initialisation | video top-1 (mean ± sd) | linear φ top-1 (mean ± sd) | R@1 (mean ± sd) | per seed top-1 |")
+    print("|---|---|---|---|---|---|")
     summary = {}
-    for key, rows in figures.items():
-        mode, init = key.split("|")
-        top1 = np.array([r["video_top1"] for r in rows])
-        r1 = np.array([r["R@1"] for r in rows])
-        summary[key] = {"video_top1_mean": top1.mean(), "video_top1_sd": top1.std(ddof=1) if len(rows) > 1 else 0.0,
-                        "R@1_mean": r1.mean(), "R@1_sd": r1.std(ddof=1) if len(rows) > 1 else 0.0}
-        s = summary[key]
-        print(f"{mode:<10} {init:<14} {s['video_top1_mean']:>15.3f} ± {s['video_top1_sd']:.3f} "
-              f"{s['R@1_mean']:>10.3f} ± {s['R@1_sd']:.3f}")
+    for mode, init, _, _ in arms:
+        rows = [r for r in runs if r["protocol"] == mode and r["init"] == init]
+        s = {key: summarise([r[key] for r in rows]) for key in ("video_top1", "R@1", "linear_phi_top1")
+             if all(key in r for r in rows)}
+        summary[f"{mode}|{init}"] = s
+        linear = "{:.3f} ± {:.3f}".format(*s["linear_phi_top1"]) if "linear_phi_top1" in s else "-"
+        per_seed = " / ".join(f"{r['video_top1']:.3f}" for r in rows)
+        print(f"| {mode} | {init} | {s['video_top1'][0]:.3f} ± {s['video_top1'][1]:.3f} | {linear} | "
+              f"{s['R@1'][0]:.3f} ± {s['R@1'][1]:.3f} | {per_seed} |")
     print(f"({(time.perf_counter() - start) / 60:.1f} min)")
-    os.makedirs(args.out, exist_ok=True)
-    with open(os.path.join(args.out, "evidence.json"), "w") as f:
-        json.dump({"args": vars(args), "runs": figures, "summary": summary}, f, indent=2)
+    with open(os.path.join(out, "evidence.json"), "w") as f:
+        json.dump({"args": vars(args), "runs": runs, "summary": summary}, f, indent=2)
 
 
 if __name__ == "__main__":

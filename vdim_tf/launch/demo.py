@@ -27,8 +27,9 @@ from vdim_tf import launch
 
 flags.DEFINE_string("workdir", os.path.join("runs", "demo"), "Where the demo's runs and export go.")
 flags.DEFINE_string("synthetic_dir", os.path.join("data", "synthetic"), "Where the synthetic dataset goes.")
-flags.DEFINE_integer("pretrain_steps", 1500, "VDIM pretraining steps.")
-flags.DEFINE_integer("finetune_steps", 600, "Fine-tuning steps for each initialisation.")
+flags.DEFINE_integer("pretrain_steps", None, "VDIM pretraining steps. Default: configs/demo_pretrain.cfg's.")
+flags.DEFINE_integer("finetune_steps", None, "Fine-tuning steps for each initialisation. Default: "
+                     "configs/demo_finetune.cfg's.")
 flags.DEFINE_bool("quick", False, "A smoke run: 20 pretraining and 20 fine-tuning steps.")
 
 FLAGS = flags.FLAGS
@@ -75,6 +76,9 @@ def main(argv):
     del argv
     pretrain_steps = 20 if FLAGS.quick else FLAGS.pretrain_steps
     finetune_steps = 20 if FLAGS.quick else FLAGS.finetune_steps
+    # None: the flagfile's own step count.
+    pretrain_flags = [] if pretrain_steps is None else [f"--train_steps={pretrain_steps}"]
+    finetune_flags = [] if finetune_steps is None else [f"--train_steps={finetune_steps}"]
     work, data = FLAGS.workdir, FLAGS.synthetic_dir
     pretrain_dir = os.path.join(work, "pretrain")
     runs = {"VDIM-pretrained": os.path.join(work, "finetune_pretrained"),
@@ -85,11 +89,11 @@ def main(argv):
 
     _step("1/6 prepare the synthetic dataset", "prepare", "--dataset=synthetic", f"--output_dir={data}")
     _step("2/6 VDIM pretraining", "pretrain", f"--flagfile={cfg('demo_pretrain.cfg')}",
-          f"--synthetic_dir={data}", f"--model_dir={pretrain_dir}", f"--train_steps={pretrain_steps}")
+          f"--synthetic_dir={data}", f"--model_dir={pretrain_dir}", *pretrain_flags)
     for name, model_dir in runs.items():
         extra = [f"--pretrained={pretrain_dir}"] if name == "VDIM-pretrained" else []
         _step(f"3/6 fine-tune ({name})", "finetune", f"--flagfile={cfg('demo_finetune.cfg')}",
-              f"--synthetic_dir={data}", f"--model_dir={model_dir}", f"--train_steps={finetune_steps}", *extra)
+              f"--synthetic_dir={data}", f"--model_dir={model_dir}", *finetune_flags, *extra)
     _step("4/6 evaluate both", "evaluate", f"--model_dir={','.join(runs.values())}")
     _step("5/6 export the pretrained-then-fine-tuned classifier", "export",
           f"--model_dir={runs['VDIM-pretrained']}", f"--export_dir={export_dir}", "--overwrite")
