@@ -4,7 +4,7 @@ Two choices of `models/blocks.py` differ from AMDIM's public code (WORKSPACE.md)
 branch starts with a ReLU (AMDIM: `conv → ReLU → conv`, no ReLU on the branch's input), and
 block 1 zero-pads (AMDIM's 128-px encoder reflect-pads its first conv). Each variant is patched in
 for the run (nothing in the package changes), then pretrained and probed with a frozen encoder
-exactly as `bench/evidence.py` does for one seed:
+with the settings below (the demo's earlier recipe, batch 8, views 24 frames apart):
 
     python bench/amdim_variants.py [--variants today,amdim_residual,reflect_pad] [--seed 0]
         [--pretrain_steps 1500] [--probe_steps 600]
@@ -24,10 +24,39 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from keras import ops
 
-import evidence
 from vdim_tf import evaluate, finetune, trainer
+from vdim_tf.data import augment as augment_lib
+from vdim_tf.data import views as views_lib
 from vdim_tf.data.synthetic import generate_synthetic_dataset
 from vdim_tf.models import blocks
+
+def pretrain_config(data, model_dir, steps, seed):
+    """The settings the variants were measured with (WORKSPACE.md): the demo's earlier recipe."""
+    return trainer.PretrainConfig(
+        train_data=os.path.join(data, "train", "*.tfrecord"), model_dir=model_dir, train_steps=steps,
+        batch_size=8, seed=seed,
+        model=trainer.ModelConfig(encoder_preset="cpu", embedding_dim=128, antecedent_layers=(4, 5, 6),
+                                  consequent_layers=(6,)),
+        views=views_lib.ViewConfig.two_views(final_length=16, offset2=24, factor2=1),
+        augment=augment_lib.AugmentConfig(output_size=64),
+        optim=trainer.OptimConfig(learning_rate=1e-3, warmup_steps=50),
+        checkpoint_every=steps, log_every=max(steps // 4, 1),
+    )
+
+
+def finetune_config(data, model_dir, steps, seed, pretrained, freeze_encoder=False, single_frame=False):
+    """configs/demo_finetune.cfg, as a config (the frozen-encoder probe)."""
+    return finetune.FinetuneConfig(
+        train_data=os.path.join(data, "train", "*.tfrecord"), test_data=os.path.join(data, "test", "*.tfrecord"),
+        model_dir=model_dir, train_steps=steps, batch_size=8, seed=seed, pretrained=pretrained,
+        label_names=finetune.read_labels(os.path.join(data, "labels.txt")),
+        classifier=finetune.ClassifierConfig(encoder_preset="cpu", embedding_dim=128, num_views=2,
+                                             freeze_encoder=freeze_encoder, single_frame=single_frame),
+        # No flips: on direction-labelled classes a flip changes the label (move_left <-> move_right).
+        final_length=16, augment=augment_lib.AugmentConfig(output_size=64, color_mode="jitter", flip_probability=0.0),
+        learning_rate=1e-4, decay_every=0, checkpoint_every=steps, log_every=max(steps // 3, 1),
+    )
+
 
 TODAY = {"ResidualBranch.call": blocks.ResidualBranch.call, "ConvBlock.call": blocks.ConvBlock.call}
 
@@ -95,10 +124,10 @@ def main():
         root = os.path.join(args.out, name)
         pretrain_dir = os.path.join(root, "pretrain")
         metrics = trainer.pretrain(
-            evidence.pretrain_config(args.data, pretrain_dir, args.pretrain_steps, args.seed), progress=False
+            pretrain_config(args.data, pretrain_dir, args.pretrain_steps, args.seed), progress=False
         )["metrics"]
         probe_dir = os.path.join(root, "probe")
-        finetune.finetune(evidence.finetune_config(args.data, probe_dir, args.probe_steps, args.seed, pretrain_dir,
+        finetune.finetune(finetune_config(args.data, probe_dir, args.probe_steps, args.seed, pretrain_dir,
                                                    freeze_encoder=True), progress=False)
         r = evaluate.evaluate_run(probe_dir, projector_videos=0, progress=False)
         results[name] = {"pretrain_loss": metrics["loss"], "acc_6_6": metrics.get("acc_6_6"),
