@@ -53,7 +53,7 @@ def run(command, log):
     if result.returncode:
         with open(log) as f:
             tail = "".join(f.readlines()[-15:])
-        sys.exit(f"{' '.join(command[:1])} failed (exit {result.returncode}); the end of {log}:\n{tail}")
+        sys.exit(f"{command[0]} failed (exit {result.returncode}); the end of {log}:\n{tail}")
 
 
 def data_flags(dataset, data):
@@ -64,14 +64,19 @@ def data_flags(dataset, data):
     return [f"--train_data={train}"], [f"--test_data={test}", f"--labels_file={os.path.join(data, 'labels.txt')}"]
 
 
-def build_motion(data):
-    if os.path.exists(os.path.join(data, "labels.txt")):
+def build_motion(folder, short_side=64):
+    """Builds the motion benchmark from `../shared/data` into `folder` (`vdim_tf.data.motion`, as
+    `./run motion_benchmark` does), unless `folder` holds it already."""
+    if os.path.exists(os.path.join(folder, "labels.txt")):
         return
-    if not os.path.isdir(SHARED_DATA):
-        sys.exit(f"the motion benchmark is built from {SHARED_DATA}, which does not exist")
-    subprocess.run([sys.executable, "-m", "vdim_tf.launch.motion_benchmark", f"--data_dir={SHARED_DATA}",
-                    f"--output_dir={data}"], cwd=REPO, check=True, stdout=subprocess.DEVNULL,
-                   env={**os.environ, "PYTHONPATH": REPO})
+    sys.path.insert(0, REPO)
+    from vdim_tf.data import motion
+
+    try:
+        motion.build_benchmark(motion.MotionConfig(data_dir=SHARED_DATA, output_dir=folder, short_side=short_side),
+                               log=lambda line: None)
+    except (FileNotFoundError, ValueError) as e:
+        sys.exit(f"cannot build the motion benchmark: {e}")
 
 
 def summarise(values):
@@ -84,9 +89,9 @@ def main():
     parser.add_argument("--dataset", choices=("motion", "synthetic"), default="motion")
     parser.add_argument("--data", default=None, help="where the dataset is (built there when missing); default "
                         "data/motion or data/synthetic")
-    parser.add_argument("--seeds", default="0,1,2")
-    parser.add_argument("--arms", default="probe,finetune", help="probe (frozen-encoder MLP and linear protocol, "
-                        "VDIM / random / single frame) and finetune (VDIM / random)")
+    parser.add_argument("--seeds", default="0,1,2", help="comma-separated seeds, one pretraining each (default 0,1,2)")
+    parser.add_argument("--arms", default="probe,finetune", help="comma-separated: probe (frozen-encoder MLP and "
+                        "linear protocol; VDIM / random / single frame), finetune (VDIM / random); default both")
     parser.add_argument("--pretrain_flags", default="", help="extra pretrain flags (after the flagfile)")
     parser.add_argument("--finetune_flags", default="", help="extra finetune flags (after the flagfile)")
     parser.add_argument("--out", default=None, help="default runs/evidence/<dataset>")
@@ -96,8 +101,14 @@ def main():
     if args.dataset == "motion":
         build_motion(data)
     train_flags, test_flags = data_flags(args.dataset, data)
+    unknown = sorted(set(args.arms.split(",")) - set(ARMS))
+    if unknown:
+        parser.error(f"--arms: unknown {unknown}; valid: {sorted(ARMS)}")
+    try:
+        seeds = [int(s) for s in args.seeds.split(",")]
+    except ValueError:
+        parser.error(f"--seeds={args.seeds}: give comma-separated integers, e.g. 0,1,2")
     arms = [arm for name in args.arms.split(",") for arm in ARMS[name]]
-    seeds = [int(s) for s in args.seeds.split(",")]
     os.makedirs(out, exist_ok=True)
 
     runs, start = [], time.perf_counter()
@@ -109,6 +120,7 @@ def main():
         run(["pretrain", "--flagfile=configs/demo_pretrain.cfg", *train_flags, f"--seed={seed}",
              f"--model_dir={pretrain_dir}", *shlex.split(args.pretrain_flags)], os.path.join(root, "pretrain.log"))
         pretrain_seconds = time.perf_counter() - t0
+        # A rerun resumes each step; its time is this invocation's (a finished pretraining: start-up only).
         print(f"seed {seed}: pretraining took {pretrain_seconds:.0f} s", flush=True)
         for mode, init, flags, pretrained in arms:
             name = f"{mode}_{init}".replace(" ", "_").replace("-", "")

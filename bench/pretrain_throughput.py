@@ -32,24 +32,18 @@ import tempfile
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SHARED_DATA = os.path.join(os.path.dirname(REPO), "shared", "data")
+sys.path.insert(0, REPO)
+
+from bench.evidence import build_motion  # noqa: E402
 THROUGHPUT = re.compile(r"clips_per_second=([0-9.]+)")
-
-
-def prepare_data(folder, short_side):
-    """The motion benchmark's records (real clips), built with this checkout."""
-    if os.path.exists(os.path.join(folder, "train")):
-        return folder
-    if not os.path.isdir(SHARED_DATA):
-        sys.exit(f"no clips to build the benchmark data from: {SHARED_DATA} does not exist")
-    subprocess.run([sys.executable, "-m", "vdim_tf.launch.motion_benchmark", f"--data_dir={SHARED_DATA}",
-                    f"--output_dir={folder}", f"--short_side={short_side}"], cwd=REPO, check=True,
-                   stdout=subprocess.DEVNULL)
-    return folder
 
 
 def checkout(revision, folder):
     """`revision` checked out (detached) into `folder`; returns the commit it resolved to."""
+    known = subprocess.run(["git", "-C", REPO, "rev-parse", "--verify", "--quiet", f"{revision}^{{commit}}"],
+                           capture_output=True, text=True)
+    if known.returncode:
+        sys.exit(f"--baseline={revision}: not a commit of {REPO} (give a hash, tag, branch or e.g. HEAD~3)")
     subprocess.run(["git", "-C", REPO, "worktree", "add", "--detach", "--quiet", folder, revision], check=True)
     return subprocess.run(["git", "-C", folder, "rev-parse", "--short", "HEAD"], check=True, capture_output=True,
                           text=True).stdout.strip()
@@ -75,19 +69,25 @@ def clips_per_second(source, data, batch, steps, model_dir, extra):
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--baseline", required=True, help="git revision to compare with (e.g. HEAD~3, a tag)")
-    parser.add_argument("--batches", default="8,16,32")
-    parser.add_argument("--steps", type=int, default=40, help="steps measured per run (after as many warm-up steps)")
-    parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--short_side", type=int, default=128, help="stored frame size of the benchmark data")
+    parser.add_argument("--batches", default="8,16,32", help="comma-separated batch sizes, clips (default 8,16,32)")
+    parser.add_argument("--steps", type=int, default=40,
+                        help="steps measured per run, after as many warm-up steps (default 40)")
+    parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds; the median is reported (default 2)")
+    parser.add_argument("--short_side", type=int, default=128,
+                        help="stored frame size of the benchmark data, px (default 128, as prepare's)")
     parser.add_argument("--current_flags", default="", help="extra pretrain flags for this checkout only")
     parser.add_argument("--out", default=None, help="folder for throughput.json (default: a temporary folder)")
     args = parser.parse_args()
-    batches = [int(b) for b in args.batches.split(",")]
+    try:
+        batches = [int(b) for b in args.batches.split(",")]
+    except ValueError:
+        parser.error(f"--batches={args.batches}: give comma-separated integers, e.g. 8,16,32")
 
     with tempfile.TemporaryDirectory(prefix="vdim_throughput_") as tmp:
         out = args.out or tmp
         os.makedirs(out, exist_ok=True)
-        data = prepare_data(os.path.join(tmp, "data"), args.short_side)
+        data = os.path.join(tmp, "data")
+        build_motion(data, args.short_side)
         baseline_dir = os.path.join(tmp, "baseline")
         commit = checkout(args.baseline, baseline_dir)
         current = subprocess.run(["git", "-C", REPO, "rev-parse", "--short", "HEAD"], capture_output=True,

@@ -99,6 +99,17 @@ def test_same_seed_reproduces_the_augmentation():
     np.testing.assert_array_equal(first, second)
 
 
+@pytest.mark.parametrize("color_mode", ["jitter", "lab"])
+def test_uint8_frames_augment_as_the_same_frames_in_float(color_mode):
+    # uint8 crops are resized before they are scaled to [0, 1]; bilinear resizing is linear, so the
+    # result must be that of the float frames (the scaling dropped or applied twice would not be).
+    clip = _identical_frames_clip()
+    config = AugmentConfig(**ALL_ON, color_mode=color_mode)
+    from_uint8 = augment_views(clip, config, tf.constant([3, 1]))
+    from_float = augment_views(tf.cast(clip, tf.float32) / 255.0, config, tf.constant([3, 1]))
+    np.testing.assert_allclose(from_uint8, from_float, atol=1e-5)
+
+
 def test_outputs_are_normalised_float32_of_the_configured_size():
     out = augment_views(_identical_frames_clip(), AugmentConfig(**ALL_ON), tf.constant([0, 0]))
     assert out.shape == (2, T, 32, 32, 3) and out.dtype == tf.float32

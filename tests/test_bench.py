@@ -138,5 +138,14 @@ def test_throughput_bench_runs_both_revisions_and_removes_the_baseline_checkout(
     assert row["batch"] == 4 and row["baseline"] > 0 and row["current"] > 0
     assert row["ratio"] == pytest.approx(row["current"] / row["baseline"])
     assert "| 4 |" in result.stdout  # the printed table
+    head = subprocess.run(["git", "-C", str(REPO_ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    assert figures["baseline_commit"] == head.stdout.strip()  # the revision asked for was the one checked out
     worktrees = subprocess.run(["git", "-C", str(REPO_ROOT), "worktree", "list"], capture_output=True, text=True).stdout
     assert "vdim_throughput_" not in worktrees
+
+
+def test_throughput_bench_refuses_an_unknown_revision_in_one_line():
+    result = subprocess.run([sys.executable, str(REPO_ROOT / "bench" / "pretrain_throughput.py"), "--baseline",
+                             "no-such-revision"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1
+    assert "--baseline=no-such-revision: not a commit" in result.stderr and "Traceback" not in result.stderr

@@ -4,8 +4,8 @@ chance) and random weights'.
 
 It runs `bench/evidence.py` for seed 0 on the motion benchmark, probe arms only (frozen-encoder MLP
 probe and the linear protocol, from the VDIM encoder, from random weights and from single frames):
-the demo's flagfiles through the project's own launchers, as a user would. The README's evidence tables are the same
-script over three seeds. The margins there are small at this budget, so the check asks only for
+the demo's flagfiles through the project's own launchers, as a user would. The README's evidence
+tables are the same script over three seeds. The margins there are small at this budget, so the check asks only for
 the order every seed measured (another machine's run is another sample, not a replay), not for a
 size: a pretraining that learns no motion sits with the single frame and fails.
 """

@@ -398,7 +398,8 @@ def module_for_run(model_dir, encoder_only=False, top_k=DEFAULT_TOP_K, window_st
         model, saved = load_pretrained_encoder(model_dir)
         config = ServingConfig(
             kind=ENCODER, final_length=saved["views"]["final_length"], factor=1, num_views=1,
-            size=saved["augment"]["output_size"], color_space=augment_lib.color_space(saved["augment"].get("color_mode")),
+            size=saved["augment"]["output_size"],
+            color_space=augment_lib.color_space(saved["augment"].get("color_mode")),
             window_stride=window_stride, windows_per_step=windows_per_step)
     return VideoServingModule(model, config)
 

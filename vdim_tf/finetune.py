@@ -111,8 +111,6 @@ class FinetuneConfig:
         return d
 
 
-
-
 # --- the labels in the records ---------------------------------------------------------------
 
 
