@@ -217,6 +217,7 @@ def launcher_error(argv):
     (["--image_size=96"], "--final_length=16 --image_size=96: views of 16 frames at 96 px make the global layer 6 1×3×3"),
     (["--temporal_difference", "--nosymmetric"], "temporal_difference has no consequent layer"),
     (["--view2_factor=0"], "--view2_factor=0"),
+    (["--time_limit_minutes=-1"], "time_limit_minutes=-1.0: must be >= 0"),
     (["--antecedent_layers=4,x"], "--antecedent_layers=4,x"),
     (["--train_data=/nonexistent/*.tfrecord"], "train_data='/nonexistent/*.tfrecord'"),
 ])
@@ -445,6 +446,84 @@ def test_rerun_with_nothing_to_do_leaves_config_json_untouched(finished_run, tmp
 
     assert "nothing to do" in capsys.readouterr().out
     assert path.read_bytes() == before
+
+
+# --- a time limit -------------------------------------------------------------------------------
+
+
+def training_time(model_dir):
+    with open(os.path.join(model_dir, loop.TRAINING_TIME_FILE)) as f:
+        return {int(step): seconds for step, seconds in json.load(f).items()}
+
+
+@pytest.fixture(scope="module")
+def timed_run(train_glob, tmp_path_factory):
+    """A run stopped by a time limit shorter than its first step (0.0001 min = 6 ms)."""
+    config = small_config(train_glob, str(tmp_path_factory.mktemp("timed") / "run"), train_steps=1000,
+                          checkpoint_every=500, time_limit_minutes=0.0001)
+    return config, trainer.pretrain(config, progress=False)
+
+
+def test_time_limit_stops_the_run_saving_the_step_it_stopped_at(timed_run):
+    config, result = timed_run
+
+    # The limit is checked before each step and stops the cluster after the step it rides in.
+    assert result["stopped"] == "time_limit" and 1 <= result["step"] <= 2, result
+    assert latest_step(config.model_dir) == checkpoint_iterations(config.model_dir) == result["step"]
+    recorded = training_time(config.model_dir)
+    assert list(recorded) == [result["step"]]
+    assert recorded[result["step"]] == pytest.approx(result["training_seconds"], abs=0.01)
+    assert recorded[result["step"]] > config.time_limit_minutes * 60
+    assert result["step"] in scalar_tags(config.model_dir)["loss/total"]  # the last window is logged
+
+
+def test_rerun_after_the_time_limit_has_nothing_to_do_and_a_larger_limit_continues(timed_run, tmp_path, capsys):
+    config, result = timed_run
+    shutil.copytree(config.model_dir, tmp_path / "copy")
+    config = dataclasses.replace(config, model_dir=str(tmp_path / "copy"))
+    before = training_time(config.model_dir)[result["step"]]
+
+    again = trainer.pretrain(config, progress=False)
+
+    assert again["step"] == result["step"] and again["stopped"] == "time_limit"
+    assert "nothing to do. A larger --time_limit_minutes continues the run." in capsys.readouterr().out
+
+    longer = trainer.pretrain(dataclasses.replace(config, time_limit_minutes=10, train_steps=result["step"] + 2),
+                              progress=False)
+
+    assert longer["step"] == result["step"] + 2 and longer["stopped"] is None
+    out = capsys.readouterr().out
+    assert f"training until step {result['step'] + 2} or for " in out
+    # Summed over both runs: the resumed run adds its own seconds to the first run's.
+    assert training_time(config.model_dir)[longer["step"]] > before
+    assert longer["training_seconds"] == pytest.approx(training_time(config.model_dir)[longer["step"]], abs=0.01)
+
+
+def test_time_limit_on_a_run_without_a_recorded_time_counts_from_now(timed_run, tmp_path, capsys):
+    config, result = timed_run
+    shutil.copytree(config.model_dir, tmp_path / "copy")
+    os.remove(tmp_path / "copy" / loop.TRAINING_TIME_FILE)  # as a run from before the time was recorded
+
+    resumed = trainer.pretrain(dataclasses.replace(config, model_dir=str(tmp_path / "copy"), time_limit_minutes=10,
+                                                   train_steps=result["step"] + 1), progress=False)
+
+    assert resumed["step"] == result["step"] + 1
+    assert (f"note: the training time before step {result['step']} was not recorded; the time limit of 10 min "
+            "counts from now") in capsys.readouterr().out
+
+
+def test_launcher_stopped_by_the_time_limit_exits_0_saying_so(flags, capsys):
+    launcher.FLAGS.unparse_flags()
+    try:
+        launcher.FLAGS(["pretrain", *flags, "--train_steps=1000", "--time_limit_minutes=0.0001"])
+        launcher.main(["pretrain"])  # returns: exit status 0
+    finally:
+        launcher.FLAGS.unparse_flags()
+
+    out = capsys.readouterr().out
+    assert re.search(r"time limit reached: [0-9.]+ min of training \(time_limit_minutes=0.0001\); checkpoint saved "
+                     r"at step [12] in ", out), out
+    assert re.search(r"done: step [12] \([0-9.]+ min of training, stopped by the time limit\)", out), out
 
 
 def test_other_settings_are_refused_naming_only_what_differs(finished_run, tmp_path):

@@ -70,6 +70,7 @@ class FinetuneConfig:
     keep_checkpoints: int = 3
     log_every: int = 50
     jit_compile: bool = False
+    time_limit_minutes: float = 0.0
     seed: int | None = 0
     input_sharding: str = "data"
 
@@ -90,6 +91,8 @@ class FinetuneConfig:
     def validate(self):
         if self.train_steps < 1:
             raise ValueError(f"train_steps={self.train_steps}: must be >= 1")
+        if not self.time_limit_minutes >= 0:
+            raise ValueError(f"time_limit_minutes={self.time_limit_minutes}: must be >= 0 (0: no limit)")
         if self.batch_size < 1:
             raise ValueError(f"batch_size={self.batch_size}: must be >= 1")
         if self.num_classes < 2:
@@ -364,7 +367,8 @@ def _finetune(config, record, files, strategy, progress):
 
     nan_hint = "Try a lower --learning_rate" + (" or --precision=float32." if config.precision != "float32" else ".")
     loop_config = loop.LoopConfig(config.model_dir, config.train_steps, config.checkpoint_every,
-                                  config.keep_checkpoints, config.log_every, config.jit_compile)
+                                  config.keep_checkpoints, config.log_every, config.jit_compile,
+                                  config.time_limit_minutes)
     return loop.train_loop(loop_config, strategy=strategy, checkpoint=checkpoint, optimizer=optimizer,
                            make_dataset=make_dataset, replica_step=replica_step, batch_size=config.batch_size,
                            progress=progress, nan_hint=nan_hint, run_config=record, data_files=files)

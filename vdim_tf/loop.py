@@ -46,6 +46,40 @@ class LoopConfig:
     keep_checkpoints: int = 3
     log_every: int = 50
     jit_compile: bool = False
+    time_limit_minutes: float = 0.0
+
+
+# Where the chief records the training time (seconds of the loop, summed over resumed runs) at each
+# kept checkpoint, so a resumed run with a time limit trains only for what is left of it.
+TRAINING_TIME_FILE = "training_time.json"
+
+
+def read_training_time(model_dir, step):
+    """Seconds of training recorded for checkpoint `step` of the run in `model_dir` (summed over its
+    resumed runs), or None when none is recorded (a new run, or one from before it was recorded)."""
+    try:
+        with open(os.path.join(model_dir, TRAINING_TIME_FILE)) as f:
+            seconds = json.load(f).get(str(step))
+    except (OSError, ValueError, AttributeError):
+        return None
+    return float(seconds) if isinstance(seconds, (int, float)) else None
+
+
+def _write_training_time(model_dir, step, seconds, kept_steps):
+    """Records `seconds` for checkpoint `step`, keeping the entries of the checkpoints still on disk.
+    Written to a temporary file and renamed, so a crash leaves the old record whole."""
+    path = os.path.join(model_dir, TRAINING_TIME_FILE)
+    try:
+        with open(path) as f:
+            record = json.load(f)
+        record = record if isinstance(record, dict) else {}
+    except (OSError, ValueError):
+        record = {}
+    record = {k: v for k, v in record.items() if k.isdigit() and int(k) in kept_steps}
+    record[str(step)] = round(seconds, 3)
+    with open(path + ".tmp", "w") as f:
+        json.dump(dict(sorted(record.items(), key=lambda kv: int(kv[0]))), f, indent=1)
+    os.replace(path + ".tmp", path)
 
 
 @keras.saving.register_keras_serializable(package="vdim_tf")
@@ -186,7 +220,7 @@ def restore_newest(checkpoint, model_dir, report=True):
 
 
 # Settings a resumed run may change: how long and how it runs, not what it trains.
-RESUMABLE_CHANGES = ("train_steps", "checkpoint_every", "keep_checkpoints", "log_every", "strategy",
+RESUMABLE_CHANGES = ("train_steps", "time_limit_minutes", "checkpoint_every", "keep_checkpoints", "log_every", "strategy",
                      "jit_compile", "data_service_address", "precision", "input_sharding")
 # Not compared at all: the run folder's own path, so a copied or moved run folder resumes.
 _NOT_COMPARED = ("model_dir",)
@@ -353,7 +387,8 @@ def check_input_sharding(policy, files, workers):
 def train_loop(config, *, strategy, checkpoint, optimizer, make_dataset, replica_step, batch_size,
                progress=True, on_start=None, nan_hint="Try a lower --learning_rate.", run_config=None,
                data_files=None):
-    """Trains until `optimizer.iterations == config.train_steps`.
+    """Trains until `optimizer.iterations == config.train_steps`, or until the run has trained for
+    `config.time_limit_minutes` (when > 0; summed over resumed runs, `TRAINING_TIME_FILE`).
 
     Args:
       config: `LoopConfig`.
@@ -373,7 +408,9 @@ def train_loop(config, *, strategy, checkpoint, optimizer, make_dataset, replica
       data_files: the training files, searched for the damaged one when reading fails.
 
     Returns:
-      dict: `step`, the last averaged `metrics`, `stopped` (None or "sigterm").
+      dict: `step`, the last averaged `metrics`, `stopped` (None, "sigterm" or "time_limit": the
+      time limit was reached before `train_steps`, its checkpoint saved), `training_seconds` (the
+      run's training time so far, summed over resumed runs; None when not recorded before).
 
     Raises:
       TrainingError: a non-finite loss, checkpoints of which none restores, or a damaged training
@@ -387,9 +424,24 @@ def train_loop(config, *, strategy, checkpoint, optimizer, make_dataset, replica
     start = int(step.numpy())
     if latest and chief:
         print(f"resuming from {latest} at step {start}")
+    # The run's training time before this invocation: 0 for a new run; unknown (None) for a run
+    # whose record predates this file or was lost, in which case a time limit counts from now.
+    trained = 0.0 if start == 0 else read_training_time(config.model_dir, start)
+    limit = 60.0 * config.time_limit_minutes if config.time_limit_minutes > 0 else None
     if start >= config.train_steps:
         print(f"already at step {start} >= train_steps={config.train_steps}; nothing to do")
-        return {"step": start, "metrics": {}, "stopped": None}
+        return {"step": start, "metrics": {}, "stopped": None, "training_seconds": trained}
+    if limit is not None and trained is not None and trained >= limit:
+        print(f"already trained {trained / 60:.2f} min >= time_limit_minutes={config.time_limit_minutes:g} "
+              f"(at step {start}); nothing to do. A larger --time_limit_minutes continues the run.")
+        return {"step": start, "metrics": {}, "stopped": "time_limit", "training_seconds": trained}
+    if limit is not None and chief:
+        if trained is None:
+            print(f"note: the training time before step {start} was not recorded; the time limit of "
+                  f"{config.time_limit_minutes:g} min counts from now")
+        left = limit - (trained or 0.0)
+        print(f"training until step {config.train_steps} or for {left / 60:.2f} more min "
+              f"(time_limit_minutes={config.time_limit_minutes:g}), whichever comes first")
     if chief and run_config is not None:
         write_config(config.model_dir, run_config)
 
@@ -400,14 +452,15 @@ def train_loop(config, *, strategy, checkpoint, optimizer, make_dataset, replica
     # XLA kernel, so it stays outside the compiled function.
     compiled_step = tf.function(replica_step, jit_compile=True) if config.jit_compile else replica_step
 
-    def step_and_stop(batch, stop):
-        return {**compiled_step(batch), _STOP: stop}
+    def step_and_stop(batch, stop, out_of_time):
+        return {**compiled_step(batch), _STOP: stop, _OUT_OF_TIME: out_of_time}
 
     @tf.function
-    def train_step(it, stop):
-        # `stop` (1.0 on a worker that received SIGTERM) rides in the step's own all-reduce, so every
-        # worker learns at the same step that one of them is being preempted.
-        per_replica = strategy.run(step_and_stop, args=(next(it), stop))
+    def train_step(it, stop, out_of_time):
+        # `stop` (1.0 on a worker that received SIGTERM) and `out_of_time` (1.0 on a worker whose
+        # clock passed the time limit) ride in the step's own all-reduce, so every worker learns at
+        # the same step that one of them is being preempted or out of time.
+        per_replica = strategy.run(step_and_stop, args=(next(it), stop, out_of_time))
         return {k: strategy.reduce(tf.distribute.ReduceOp.MEAN, v, axis=None) for k, v in per_replica.items()}
 
     writer = (tf.summary.create_file_writer(os.path.join(config.model_dir, "train")) if chief
@@ -418,13 +471,27 @@ def train_loop(config, *, strategy, checkpoint, optimizer, make_dataset, replica
     bar = _progress(progress and chief, start, config.train_steps)
     metrics, sums, count, t0 = {}, {}, 0, time.perf_counter()
     current = saved = start
+    began = t0
+
+    def training_seconds():
+        return (trained or 0.0) + time.perf_counter() - began
+
+    def save(number):
+        manager.save(checkpoint_number=number)
+        if chief:
+            kept = {int(p.rsplit("-", 1)[-1]) for p in manager.checkpoints}
+            _write_training_time(config.model_dir, number, training_seconds(), kept)
+
     try:
         if chief and start == 0 and on_start is not None:
             on_start(writer, dataset)
         while int(step.numpy()) < config.train_steps:
             flag = tf.constant(1.0 if stop["signal"] else 0.0)
-            values = {k: float(v) for k, v in train_step(iterator, flag).items()}
-            stopping = values.pop(_STOP) > 0
+            late = tf.constant(1.0 if limit is not None and training_seconds() >= limit else 0.0)
+            values = {k: float(v) for k, v in train_step(iterator, flag, late).items()}
+            preempted = values.pop(_STOP) > 0
+            out_of_time = values.pop(_OUT_OF_TIME) > 0 and not preempted
+            stopping = preempted or out_of_time
             current = int(step.numpy())
             if not math.isfinite(values[LOSS]):
                 raise TrainingError(
@@ -436,7 +503,7 @@ def train_loop(config, *, strategy, checkpoint, optimizer, make_dataset, replica
             count += 1
             bar.update(1)
             bar.set_postfix(loss=f"{values[LOSS]:.3f}", refresh=False)
-            if current % config.log_every == 0 or current == config.train_steps:
+            if current % config.log_every == 0 or current == config.train_steps or stopping:
                 elapsed = time.perf_counter() - t0
                 metrics = {k: v / count for k, v in sums.items()}
                 metrics["throughput/clips_per_second"] = count * batch_size / elapsed
@@ -449,18 +516,25 @@ def train_loop(config, *, strategy, checkpoint, optimizer, make_dataset, replica
                     bar.write(f"step {current}: " + ", ".join(f"{k}={v:.4g}" for k, v in sorted(metrics.items())))
                 sums, count, t0 = {}, 0, time.perf_counter()
             if current % config.checkpoint_every == 0 or current == config.train_steps or stopping:
-                manager.save(checkpoint_number=current)
+                save(current)
                 saved = current
             if stopping:
+                where = f"checkpoint saved at step {current} in {os.path.join(config.model_dir, 'checkpoints')}"
+                if out_of_time:
+                    bar.write(f"time limit reached: {training_seconds() / 60:.2f} min of training "
+                              f"(time_limit_minutes={config.time_limit_minutes:g}); {where}. A larger "
+                              "--time_limit_minutes continues the run.")
+                    return {"step": current, "metrics": metrics, "stopped": "time_limit",
+                            "training_seconds": training_seconds()}
                 who = "this process" if stop["signal"] else "another worker"
-                bar.write(f"{who} received SIGTERM: checkpoint saved at step {current} in "
-                          f"{os.path.join(config.model_dir, 'checkpoints')}; exiting")
-                return {"step": current, "metrics": metrics, "stopped": "sigterm"}
+                bar.write(f"{who} received SIGTERM: {where}; exiting")
+                return {"step": current, "metrics": metrics, "stopped": "sigterm",
+                        "training_seconds": training_seconds()}
     except tf.errors.DataLossError as e:
         # The step counter's increment does not wait for the batch, so it may have run.
         step.assign(current)
         if current > saved:
-            manager.save(checkpoint_number=current)
+            save(current)
         where = f"its checkpoint saved in {ckpt_dir}" if current > start else "before taking a step"
         raise TrainingError(f"{_damaged_data(e, data_files)}. Stopped at step {current}, {where}; replace or "
                             "remove the file (e.g. prepare it again) and rerun to resume.") from None
@@ -470,11 +544,13 @@ def train_loop(config, *, strategy, checkpoint, optimizer, make_dataset, replica
         writer.flush()
         if not chief and tf.io.gfile.exists(os.path.dirname(ckpt_dir)):
             tf.io.gfile.rmtree(os.path.dirname(ckpt_dir))
-    return {"step": int(step.numpy()), "metrics": metrics, "stopped": None}
+    return {"step": int(step.numpy()), "metrics": metrics, "stopped": None, "training_seconds": training_seconds()}
 
 
 # Key of the cluster-wide stop flag in the train step's outputs (not a metric).
 _STOP = "_stop"
+# Key of the cluster-wide time-limit flag in the train step's outputs (not a metric).
+_OUT_OF_TIME = "_out_of_time"
 
 
 def _damaged_data(error, files):

@@ -72,6 +72,7 @@ class PretrainConfig:
     checkpoint_every: int = 500
     keep_checkpoints: int = 3
     log_every: int = 50
+    time_limit_minutes: float = 0.0
     seed: int | None = 0
     data_service_address: str | None = None
     input_sharding: str = "data"
@@ -80,6 +81,8 @@ class PretrainConfig:
         """Raises ValueError naming the setting, its value and what would be valid."""
         if self.train_steps < 1:
             raise ValueError(f"train_steps={self.train_steps}: must be >= 1")
+        if not self.time_limit_minutes >= 0:
+            raise ValueError(f"time_limit_minutes={self.time_limit_minutes}: must be >= 0 (0: no limit)")
         if self.batch_size < 2:
             raise ValueError(f"batch_size={self.batch_size}: NCE needs >= 2 clips per batch for negatives")
         if self.strategy not in STRATEGIES:
@@ -236,7 +239,8 @@ def _pretrain(config, files, strategy, progress):
         return out
 
     loop_config = loop.LoopConfig(config.model_dir, config.train_steps, config.checkpoint_every,
-                                  config.keep_checkpoints, config.log_every, config.jit_compile)
+                                  config.keep_checkpoints, config.log_every, config.jit_compile,
+                                  config.time_limit_minutes)
     result = loop.train_loop(
         loop_config, strategy=strategy, checkpoint=tf.train.Checkpoint(model=model, optimizer=optimizer),
         optimizer=optimizer, make_dataset=make_dataset, replica_step=replica_step, batch_size=config.batch_size,

@@ -24,6 +24,10 @@ def define_run_flags():
     flags.DEFINE_integer("train_steps", None, "Total optimisation steps of the run (not 'more steps'): "
                          "rerunning with a larger value continues the same run. Required (paper §5: 50000 "
                          "for UCF-101, 100000 for Kinetics-600).")
+    flags.DEFINE_float("time_limit_minutes", 0, "Stop at --train_steps or after this many minutes of training, "
+                       "whichever comes first (0: no limit). The time is the training loop's, summed over "
+                       "resumed runs (model_dir/training_time.json); start-up comes on top. The checkpoint of "
+                       "the step it stops at is saved; a larger value continues the run.")
     flags.DEFINE_integer("batch_size", 8, "Global batch in clips, split evenly across replicas "
                          "(paper: 240 on 16 GPUs for Kinetics).")
     flags.DEFINE_enum("strategy", "default", list(trainer.STRATEGIES),
@@ -228,6 +232,15 @@ def check_model_dir(model_dir):
                          "folder (new or a run's) for checkpoints and config.json")
 
 
+def trained_for(result):
+    """`" (2.93 min of training, stopped by the time limit)"` for a training result, or ""."""
+    seconds = result.get("training_seconds")
+    parts = [] if seconds is None else [f"{seconds / 60:.2f} min of training"]
+    if result.get("stopped") == "time_limit":
+        parts.append("stopped by the time limit")
+    return f" ({', '.join(parts)})" if parts else ""
+
+
 def run_training(command, start):
     """Runs `start()`, which returns `(config, result)` of a training run, for a launcher's `main`.
 
@@ -246,6 +259,6 @@ def run_training(command, start):
         sys.exit(f"{command}: error: {e}")
     except loop.TrainingError as e:
         sys.exit(f"{command}: {e}")
-    if result["stopped"]:
+    if result["stopped"] == "sigterm":
         sys.exit(143)
     return config, result

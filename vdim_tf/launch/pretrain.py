@@ -6,8 +6,9 @@ Writes checkpoints to `--model_dir/checkpoints`, TensorBoard logs to `--model_di
 resolved config to `--model_dir/config.json`. Rerunning with the same `--model_dir` resumes from
 the last checkpoint; a larger `--train_steps` continues the run.
 
-Exit status: 0 done; 1 bad configuration or a non-finite loss; 143 stopped by SIGTERM after
-saving a checkpoint (rerun to resume).
+Exit status: 0 done (at --train_steps, or at --time_limit_minutes with its checkpoint saved); 1 bad
+configuration or a non-finite loss; 143 stopped by SIGTERM after saving a checkpoint (rerun to
+resume).
 """
 
 import dataclasses
@@ -52,6 +53,7 @@ def config_from_flags():
         checkpoint_every=FLAGS.checkpoint_every,
         keep_checkpoints=FLAGS.keep_checkpoints,
         log_every=FLAGS.log_every,
+        time_limit_minutes=FLAGS.time_limit_minutes,
         seed=None if FLAGS.seed < 0 else FLAGS.seed,
         data_service_address=FLAGS.data_service_address,
         input_sharding=FLAGS.input_sharding,
@@ -73,7 +75,7 @@ def main(argv):
         return config, trainer.pretrain(config, strategy=strategy)
 
     config, result = vflags.run_training("pretrain", start)
-    print(f"done: step {result['step']}; checkpoints in {os.path.join(config.model_dir, 'checkpoints')}; "
+    print(f"done: step {result['step']}{vflags.trained_for(result)}; checkpoints in {os.path.join(config.model_dir, 'checkpoints')}; "
           f"watch with: tensorboard --logdir {config.model_dir}")
 
 
