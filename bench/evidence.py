@@ -79,6 +79,20 @@ def build_motion(folder, short_side=64):
         sys.exit(f"cannot build the motion benchmark: {e}")
 
 
+def pretraining_record(pretrain_dir):
+    """(step, training seconds) of the pretraining's newest checkpoint, from the run's own record
+    (`model_dir/training_time.json`, summed over resumed runs); (None, None) when not recorded."""
+    try:
+        with open(os.path.join(pretrain_dir, "training_time.json")) as f:
+            record = {int(k): float(v) for k, v in json.load(f).items()}
+    except (OSError, ValueError, AttributeError):
+        return None, None
+    if not record:
+        return None, None
+    step = max(record)
+    return step, record[step]
+
+
 def summarise(values):
     values = np.array(values, dtype=float)
     return float(values.mean()), float(values.std(ddof=1)) if len(values) > 1 else 0.0
@@ -120,8 +134,11 @@ def main():
         run(["pretrain", "--flagfile=configs/demo_pretrain.cfg", *train_flags, f"--seed={seed}",
              f"--model_dir={pretrain_dir}", *shlex.split(args.pretrain_flags)], os.path.join(root, "pretrain.log"))
         pretrain_seconds = time.perf_counter() - t0
-        # A rerun resumes each step; its time is this invocation's (a finished pretraining: start-up only).
-        print(f"seed {seed}: pretraining took {pretrain_seconds:.0f} s", flush=True)
+        # The run's own record of its steps and training time (summed over resumed runs); the wall
+        # time is this invocation's (a rerun of a finished pretraining: start-up only).
+        pretrain_steps, training_seconds = pretraining_record(pretrain_dir)
+        print(f"seed {seed}: pretraining reached step {pretrain_steps} after {training_seconds or float('nan'):.0f} s "
+              f"of training; this invocation took {pretrain_seconds:.0f} s", flush=True)
         for mode, init, flags, pretrained in arms:
             name = f"{mode}_{init}".replace(" ", "_").replace("-", "")
             model_dir = os.path.join(root, name)
@@ -132,7 +149,8 @@ def main():
             with open(os.path.join(model_dir, "results.json")) as f:
                 r = json.load(f)
             row = {"seed": seed, "protocol": mode, "init": init, "video_top1": r["video_top1"],
-                   "R@1": r["retrieval"]["R@1"], "chance": r["chance"], "pretrain_seconds": pretrain_seconds}
+                   "R@1": r["retrieval"]["R@1"], "chance": r["chance"], "pretrain_seconds": pretrain_seconds,
+                   "pretrain_steps": pretrain_steps, "pretrain_training_seconds": training_seconds}
             if "linear_probe" in r:
                 row["linear_phi_top1"] = r["linear_probe"]["phi"]["top1"]
             runs.append(row)
@@ -142,7 +160,8 @@ def main():
     chance = runs[0]["chance"]
     print(f"\n{args.dataset} held-out test videos, seeds {args.seeds}; demo flagfiles"
           f"{' + ' + args.pretrain_flags if args.pretrain_flags else ''}; chance top-1 = {chance:.3f}; "
-          f"pretraining {np.mean([r['pretrain_seconds'] for r in runs]):.0f} s per seed")
+          f"pretraining {np.mean([r['pretrain_seconds'] for r in runs]):.0f} s per seed (this invocation), steps "
+          f"reached {sorted({r['pretrain_steps'] for r in runs}, key=str)}")
     print("| protocol | initialisation | video top-1 (mean ± sd) | linear φ top-1 (mean ± sd) | R@1 (mean ± sd) | per seed top-1 |")
     print("|---|---|---|---|---|---|")
     summary = {}

@@ -515,6 +515,12 @@ def train_loop(config, *, strategy, checkpoint, optimizer, make_dataset, replica
                 if chief:
                     bar.write(f"step {current}: " + ", ".join(f"{k}={v:.4g}" for k, v in sorted(metrics.items())))
                 sums, count, t0 = {}, 0, time.perf_counter()
+                if limit is not None and current > start:
+                    # The bar's end is the step the time limit will reach at the speed so far.
+                    per_step = (time.perf_counter() - began) / (current - start)
+                    left = max(0.0, limit - training_seconds())
+                    bar.total = min(config.train_steps, current + 1 + int(left / per_step))
+                    bar.refresh()
             if current % config.checkpoint_every == 0 or current == config.train_steps or stopping:
                 save(current)
                 saved = current

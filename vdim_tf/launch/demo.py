@@ -27,7 +27,8 @@ from vdim_tf import launch
 
 flags.DEFINE_string("workdir", os.path.join("runs", "demo"), "Where the demo's runs and export go.")
 flags.DEFINE_string("synthetic_dir", os.path.join("data", "synthetic"), "Where the synthetic dataset goes.")
-flags.DEFINE_integer("pretrain_steps", None, "VDIM pretraining steps. Default: configs/demo_pretrain.cfg's.")
+flags.DEFINE_integer("pretrain_steps", None, "VDIM pretraining steps, without the flagfile's time limit. Default: "
+                     "configs/demo_pretrain.cfg's (its --time_limit_minutes, capped by its --train_steps).")
 flags.DEFINE_integer("finetune_steps", None, "Fine-tuning steps for each initialisation. Default: "
                      "configs/demo_finetune.cfg's.")
 flags.DEFINE_bool("quick", False, "A smoke run: 20 pretraining and 20 fine-tuning steps.")
@@ -76,8 +77,8 @@ def main(argv):
     del argv
     pretrain_steps = 20 if FLAGS.quick else FLAGS.pretrain_steps
     finetune_steps = 20 if FLAGS.quick else FLAGS.finetune_steps
-    # None: the flagfile's own step count.
-    pretrain_flags = [] if pretrain_steps is None else [f"--train_steps={pretrain_steps}"]
+    # None: the flagfile's own time limit and step count; a step count given here replaces both.
+    pretrain_flags = [] if pretrain_steps is None else [f"--train_steps={pretrain_steps}", "--time_limit_minutes=0"]
     finetune_flags = [] if finetune_steps is None else [f"--train_steps={finetune_steps}"]
     work, data = FLAGS.workdir, FLAGS.synthetic_dir
     pretrain_dir = os.path.join(work, "pretrain")
