@@ -149,3 +149,11 @@ def test_throughput_bench_refuses_an_unknown_revision_in_one_line():
                              "no-such-revision"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode == 1
     assert "--baseline=no-such-revision: not a commit" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_evidence_records_the_pretraining_step_and_training_time_from_the_run_record(tmp_path):
+    evidence = _bench("evidence")
+    assert evidence.pretraining_record(str(tmp_path)) == (None, None)  # no record: a run from before it existed
+    (tmp_path / "training_time.json").write_text('{"1300": 250.5, "1404": 270.4, "1400": 269.6}')
+
+    assert evidence.pretraining_record(str(tmp_path)) == (1404, 270.4)  # the newest checkpoint's, not the last line

@@ -111,7 +111,7 @@ def test_evaluate_run_reports_top1_equal_to_its_confusion_matrix_diagonal(tmp_pa
     # where a plain argmax would pick the label.
     probs = np.array([[0.45, 0.45, 0.1], [0.1, 0.8, 0.1], [0.2, 0.2, 0.6]], np.float32)
     saved = {"label_names": ["a", "b", "c"], "test_data": "unused", "augment": {"color_mode": "lab"}}
-    monkeypatch.setattr(finetune, "load_finetuned", lambda model_dir: (None, saved))
+    monkeypatch.setattr(finetune, "restore_finetuned", lambda model_dir: (None, saved, None))
     monkeypatch.setattr(finetune, "record_labels", lambda data: None)
     monkeypatch.setattr(finetune, "check_record_labels", lambda *args: None)
     monkeypatch.setattr(evaluate, "windows_for", lambda *args, **kwargs: None)

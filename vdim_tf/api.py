@@ -114,18 +114,27 @@ def read_run_config(run_dir):
     return saved
 
 
-def _source_model(saved, prefix):
+def _restore(model, path, prefix):
+    """`model`'s weights from `prefix`; for a run folder `path`, from its newest checkpoint that reads
+    back (`loop.restore_newest`: a damaged one is skipped, saying so)."""
+    if os.path.isdir(path):
+        loop.restore_newest(tf.train.Checkpoint(model=model), path, partial=True)
+    else:
+        tf.train.Checkpoint(model=model).restore(prefix).expect_partial().assert_existing_objects_matched()
+
+
+def _source_model(saved, path, prefix):
     """The run's own model with the checkpoint's weights, and its (encoder, global head)."""
     if saved.get("kind") == "finetune":
         from vdim_tf import finetune
 
         model = finetune.make_classifier(finetune.ClassifierConfig(**saved["classifier"]), len(saved["label_names"]))
         model.build_for(saved["final_length"], saved["augment"]["output_size"])
-        tf.train.Checkpoint(model=model).restore(prefix).expect_partial().assert_existing_objects_matched()
+        _restore(model, path, prefix)
         return model.encoder, model.head, saved["classifier"]
     model = vdim.VDIM(**saved["model"])
     model.build_for(saved["views"]["final_length"], saved["augment"]["output_size"])
-    tf.train.Checkpoint(model=model).restore(prefix).expect_partial().assert_existing_objects_matched()
+    _restore(model, path, prefix)
     return model.encoder, model.heads.get(model.encoder.spec.global_layer), saved["model"]
 
 
@@ -134,7 +143,7 @@ def load_encoder(path, outputs=(EMBEDDING,)):
     `VideoEncoder` returning `outputs` (see there), in float32, ready for `fit` or a custom loop."""
     run_dir, prefix = _run_paths(path)
     saved = read_run_config(run_dir)
-    encoder, head, model_config = _source_model(saved, prefix)
+    encoder, head, model_config = _source_model(saved, path, prefix)
     model = VideoEncoder(model_config["encoder_preset"], head.output_dim if head is not None else None,
                          outputs, model_config.get("block_batch_norm", False), name="video_encoder")
     model.build_for()

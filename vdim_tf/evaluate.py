@@ -183,7 +183,7 @@ def evaluate_run(model_dir, test_data=None, batch_size=8, window_stride=None, re
     """
     from vdim_tf import finetune
 
-    model, saved = finetune.load_finetuned(model_dir)
+    model, saved, prefix = finetune.restore_finetuned(model_dir)
     test_data = test_data or saved.get("test_data")
     if not test_data:
         raise ValueError(f"{model_dir} records no test data; pass --test_data")
@@ -234,7 +234,7 @@ def evaluate_run(model_dir, test_data=None, batch_size=8, window_stride=None, re
     with open(results_file, "w") as f:
         json.dump(results, f, indent=2)
     eval_dir = os.path.join(model_dir, eval_name)
-    step = _checkpoint_step(model_dir)
+    step = _checkpoint_step(prefix)
     with tf.summary.create_file_writer(eval_dir).as_default(step=step):
         for key in ("video_top1", "video_top5", "clip_top1", "clip_top5"):
             tf.summary.scalar(f"accuracy/{key}", results[key])
@@ -249,8 +249,8 @@ def evaluate_run(model_dir, test_data=None, batch_size=8, window_stride=None, re
     return {**results, "results_file": results_file}
 
 
-def _checkpoint_step(model_dir):
-    prefix = tf.train.latest_checkpoint(os.path.join(model_dir, "checkpoints"))
+def _checkpoint_step(prefix):
+    """The step of the checkpoint `prefix` (`.../ckpt-<step>`) evaluated; 0 for none."""
     return int(prefix.rsplit("-", 1)[-1]) if prefix else 0
 
 

@@ -359,16 +359,18 @@ def load_pretrained_encoder(model_dir):
     saved = _read_run_config(model_dir)
     if saved.get("kind", "pretrain") != "pretrain" or "model" not in saved:
         raise ExportError(f"{model_dir}: config.json is not a VDIM pretraining run (kind {saved.get('kind')!r})")
-    prefix = tf.train.latest_checkpoint(os.path.join(model_dir, "checkpoints"))
-    if prefix is None:
+    if loop.latest_checkpoint(model_dir) is None:
         raise ExportError(f"no checkpoint in {os.path.join(model_dir, 'checkpoints')}")
     frames, size = saved["views"]["final_length"], saved["augment"]["output_size"]
     model = VDIM(**saved["model"])
     model.build_for(frames, size)
     try:
-        tf.train.Checkpoint(model=model).restore(prefix).expect_partial().assert_existing_objects_matched()
+        # The newest checkpoint that reads back (a damaged one is skipped, saying so).
+        loop.restore_newest(tf.train.Checkpoint(model=model), model_dir, partial=True)
     except AssertionError as e:
-        raise ExportError(f"{model_dir}: checkpoint {prefix} does not match config.json: {str(e)[:500]}") from None
+        raise ExportError(f"{model_dir}: its checkpoint does not match config.json: {str(e)[:500]}") from None
+    except loop.TrainingError as e:
+        raise ExportError(str(e)) from None
     return PretrainedEmbedder(model, frames, size), saved
 
 
@@ -387,6 +389,8 @@ def module_for_run(model_dir, encoder_only=False, top_k=DEFAULT_TOP_K, window_st
             model, saved = finetune.load_finetuned(model_dir)
         except AssertionError as e:
             raise ExportError(f"{model_dir}: the checkpoint does not match config.json: {str(e)[:500]}") from None
+        except loop.TrainingError as e:
+            raise ExportError(str(e)) from None
         config = ServingConfig(
             kind=ENCODER if encoder_only else CLASSIFIER,
             final_length=saved["final_length"], factor=saved["factor"],

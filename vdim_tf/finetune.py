@@ -241,12 +241,16 @@ def load_pretrained(classifier, path):
                               f"(its layers: {list(vdim.layers_used)})")
     preset = get_preset(classifier.encoder_preset)
     vdim.build_for(preset.frames, preset.size)
-    status = tf.train.Checkpoint(model=vdim).restore(prefix)
     try:
-        status.assert_existing_objects_matched()
+        if os.path.isdir(path):
+            # The newest checkpoint that reads back (a damaged one is skipped, saying so).
+            prefix = loop.restore_newest(tf.train.Checkpoint(model=vdim), path, partial=True)
+        else:
+            tf.train.Checkpoint(model=vdim).restore(prefix).expect_partial().assert_existing_objects_matched()
     except AssertionError as e:
         raise PretrainedError(f"--pretrained={path}: checkpoint {prefix} does not match its config: {e}") from None
-    status.expect_partial()
+    except loop.TrainingError as e:
+        raise PretrainedError(f"--pretrained={path}: {e}") from None
     classifier.encoder.set_weights(vdim.encoder.get_weights())
     classifier.head.set_weights(vdim.heads[g].get_weights())
     return prefix
@@ -386,13 +390,19 @@ def load_config(model_dir):
     return saved
 
 
-def load_finetuned(model_dir):
-    """(classifier with the newest checkpoint's weights, saved config dict) of a fine-tuning run."""
+def restore_finetuned(model_dir):
+    """(classifier, saved config dict, checkpoint prefix) of a fine-tuning run, with the weights of
+    its newest checkpoint that reads back (`loop.restore_newest`: a damaged one is skipped, saying
+    so; none that restores is a `loop.TrainingError` naming each one's files)."""
     saved = load_config(model_dir)
-    prefix = loop.latest_checkpoint(model_dir)
-    if prefix is None:
+    if loop.latest_checkpoint(model_dir) is None:
         raise FileNotFoundError(f"no checkpoint in {os.path.abspath(os.path.join(model_dir, 'checkpoints'))}")
     model = make_classifier(ClassifierConfig(**saved["classifier"]), len(saved["label_names"]))
     model.build_for(saved["final_length"], saved["augment"]["output_size"])
-    tf.train.Checkpoint(model=model).restore(prefix).expect_partial().assert_existing_objects_matched()
-    return model, saved
+    prefix = loop.restore_newest(tf.train.Checkpoint(model=model), model_dir, partial=True)
+    return model, saved, prefix
+
+
+def load_finetuned(model_dir):
+    """(classifier, saved config dict) of a fine-tuning run, as `restore_finetuned`."""
+    return restore_finetuned(model_dir)[:2]

@@ -185,12 +185,13 @@ def _error_text(error):
     return f"{type(error).__name__}: {records.error_message(error)}"
 
 
-def restore_newest(checkpoint, model_dir, report=True):
+def restore_newest(checkpoint, model_dir, report=True, partial=False):
     """Restores the newest checkpoint of `model_dir/checkpoints` that reads back.
 
     A damaged checkpoint (a truncated or missing file: a full disk, a copy cut short) is skipped
     for the one before it, saying which and why when `report`; the damaged one stays on disk until
-    the run writes that step again.
+    the run writes that step again. `partial`: `checkpoint` holds only part of what was saved (the
+    model of a training checkpoint, for evaluation or export); the rest is not asked for.
 
     Returns:
       the restored checkpoint's prefix, or None when the folder lists no checkpoint.
@@ -201,7 +202,10 @@ def restore_newest(checkpoint, model_dir, report=True):
     failures = []
     for prefix in _checkpoints_newest_first(model_dir):
         try:
-            checkpoint.restore(prefix).assert_existing_objects_matched()
+            status = checkpoint.restore(prefix)
+            if partial:
+                status.expect_partial()
+            status.assert_existing_objects_matched()
         except (tf.errors.OpError, IndexError) as e:  # what TensorFlow raises on unreadable files
             failures.append((prefix, _error_text(e)))
             if report:

@@ -68,7 +68,7 @@ def main(argv):
         sys.exit("evaluate: error: --test_data applies to a single --model_dir; each run records its own")
     if FLAGS.train_data and len(FLAGS.model_dir) > 1:
         sys.exit("evaluate: error: --train_data applies to a single --model_dir")
-    from vdim_tf import linear_eval
+    from vdim_tf import linear_eval, loop
 
     rows = []
     try:
@@ -85,6 +85,8 @@ def main(argv):
                                                   linear_probe=FLAGS.linear_probe))
     except (ValueError, FileNotFoundError) as e:
         sys.exit(f"evaluate: error: {e}")
+    except loop.TrainingError as e:  # checkpoints of which none restores
+        sys.exit(f"evaluate: {e}")
     rows = [_with_linear_keys(r) for r in rows]
     keys = KEYS + (LINEAR_KEYS if any("linear_probe" in r for r in rows) else ())
     recall_keys = sorted({k for r in rows for k in r.get("retrieval", {})}, key=lambda k: int(k[2:]))
