@@ -5,7 +5,11 @@ none restores, it stops with a one-line error naming each checkpoint's files, de
 Runs of two steps with a checkpoint at each step, so the run has an older checkpoint to fall back to.
 """
 
+import os
+import pathlib
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -14,7 +18,8 @@ import tensorflow as tf
 from vdim_tf import api, evaluate, export, finetune, trainer
 from vdim_tf.data import augment as augment_lib
 from vdim_tf.data import views as views_lib
-from vdim_tf.launch import evaluate as evaluate_launcher
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -116,15 +121,13 @@ def test_no_checkpoint_that_restores_is_a_one_line_error_in_every_command(runs, 
     with pytest.raises(finetune.PretrainedError, match=rf"--pretrained={pretrain_copy}: no checkpoint in "):
         finetune.load_pretrained(model, str(pretrain_copy))
 
-    evaluate_launcher.FLAGS.unparse_flags()
-    try:
-        evaluate_launcher.FLAGS(["evaluate", f"--model_dir={finetune_copy}", "--noretrieval"])
-        with pytest.raises(SystemExit) as exit_info:
-            evaluate_launcher.main(["evaluate"])
-    finally:
-        evaluate_launcher.FLAGS.unparse_flags()
-    message = exit_info.value.code
-    assert isinstance(message, str) and message.startswith(f"evaluate: no checkpoint in {finetune_copy}/checkpoints "
-                                                           "restores (ckpt-2 ["), message
+    # The launcher in its own process (its flags would clash with other launchers' in this one).
+    out = subprocess.run([sys.executable, "-m", "vdim_tf.launch.evaluate", f"--model_dir={finetune_copy}",
+                          "--noretrieval"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "PYTHONPATH": str(REPO_ROOT), "TF_CPP_MIN_LOG_LEVEL": "2"})
+    assert out.returncode == 1, out.stderr
+    message = out.stderr.strip().splitlines()[-1]
+    assert message.startswith(f"evaluate: no checkpoint in {finetune_copy}/checkpoints restores (ckpt-2 ["), out.stderr
     assert "ckpt-1 [ckpt-1.data-00000-of-00001, ckpt-1.index]: IndexError" in message
+    assert "Traceback" not in out.stderr
     assert (sizes(pretrain_copy), sizes(finetune_copy)) == before  # nothing deleted or rewritten
