@@ -9,8 +9,9 @@ Checkpoints, resume, SIGTERM and TensorBoard behave as in `pretrain`.
 Before training, every train and test record's label is checked against the labels file, and a
 note is printed when the pretrained encoder was trained on another colour space (RGB vs Lab).
 
-Exit status: 0 done (at --train_steps or --time_limit_minutes); 1 bad configuration, bad --pretrained, records labelled otherwise than the
-labels file, --test_data matching no file, or a non-finite loss; 143 SIGTERM.
+Exit status: 0 done (at --train_steps or --time_limit_minutes); 1 bad configuration, bad
+--pretrained, records labelled otherwise than the labels file, --test_data matching no file, or a
+non-finite loss; 143 SIGTERM.
 """
 
 import os
@@ -117,7 +118,8 @@ def main(argv):
         return config, finetune.finetune(config, strategy=strategy)
 
     config, result = vflags.run_training("finetune", start)
-    print(f"done: step {result['step']}{vflags.trained_for(result)}; checkpoints in {os.path.join(config.model_dir, 'checkpoints')}; "
+    print(f"done: step {result['step']}{vflags.trained_for(result)}; checkpoints in "
+          f"{os.path.join(config.model_dir, 'checkpoints')}; "
           f"evaluate with: python -m vdim_tf.launch.evaluate --model_dir={config.model_dir}")
 
 

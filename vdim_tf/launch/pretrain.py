@@ -75,7 +75,8 @@ def main(argv):
         return config, trainer.pretrain(config, strategy=strategy)
 
     config, result = vflags.run_training("pretrain", start)
-    print(f"done: step {result['step']}{vflags.trained_for(result)}; checkpoints in {os.path.join(config.model_dir, 'checkpoints')}; "
+    print(f"done: step {result['step']}{vflags.trained_for(result)}; checkpoints in "
+          f"{os.path.join(config.model_dir, 'checkpoints')}; "
           f"watch with: tensorboard --logdir {config.model_dir}")
 
 
