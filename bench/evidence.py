@@ -3,7 +3,9 @@
 For every seed, each step a subprocess of the project's own launchers with the demo's flagfiles
 (`configs/demo_pretrain.cfg`, `configs/demo_finetune.cfg`), so the evidence is the recipe as
 shipped, not a copy of it:
-  1. `pretrain` (the CPU preset, the recipe's steps), timed;
+  1. `pretrain` (the CPU preset for the recipe's 4.5 minutes of training, or the steps given in
+     `--pretrain_flags`, e.g. "--train_steps=1400 --time_limit_minutes=0" where the machine is
+     shared), recording the step it reached and its training time;
   2. `finetune` arms, each from the VDIM encoder and from random initialisation: the frozen-encoder
      probe (`--freeze_encoder`, the paper's MLP on frozen φ_g∘Ψ) and full fine-tuning; plus the
      single-frame probe (`--single_frame`: the encoder sees one repeated frame per view, so it
