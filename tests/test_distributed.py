@@ -9,6 +9,7 @@ would hide it. Pretraining itself keeps Adam. The same global batches run on one
 MultiWorkerMirroredStrategy worker processes on 127.0.0.1.
 """
 
+import json
 import os
 import pathlib
 
@@ -228,4 +229,7 @@ def test_two_pretraining_workers_end_with_identical_weights_and_the_chief_keeps_
     # Worker 0 is the chief and keeps the checkpoints; worker 1 deleted its scratch copy.
     checkpoint = tf.train.latest_checkpoint(str(tmp_path / "multi" / "checkpoints"))
     assert checkpoint is not None and checkpoint.endswith(f"ckpt-{steps}")
-    assert sorted(os.listdir(tmp_path / "multi")) == ["checkpoints", "config.json", "train"]
+    assert sorted(os.listdir(tmp_path / "multi")) == ["checkpoints", "config.json", "train", "training_time.json"]
+    # The chief's record of the training time has one entry per kept checkpoint, the last at the end.
+    recorded = json.loads((tmp_path / "multi" / "training_time.json").read_text())
+    assert list(recorded)[-1] == str(steps) and recorded[str(steps)] > 0

@@ -81,3 +81,31 @@ def test_sigterm_to_the_non_chief_saves_one_checkpoint_on_every_worker_and_the_r
     assert [p.returncode for p in processes] == [0, 0], texts
     assert f"at step {saved}" in texts[0] and chief_steps(logs[0]) == [saved + 1, saved + 2]
     assert tf.train.latest_checkpoint(str(model_dir / "checkpoints")).endswith(f"-{saved + 2}")
+
+
+@pytest.mark.slow
+def test_time_limit_stops_every_worker_at_the_same_step_with_exit_0(tmp_path):
+    from vdim_tf.data.synthetic import SyntheticConfig, generate_synthetic_dataset
+
+    generate_synthetic_dataset(str(tmp_path / "data"), SyntheticConfig(
+        num_classes=2, train_videos_per_class=4, test_videos_per_class=1, num_frames=40))
+    model_dir = tmp_path / "run"
+    # A limit shorter than the first step: whichever worker's clock passes it first stops both.
+    args = ["--encoder=cpu", f"--train_data={tmp_path / 'data' / 'train' / '*.tfrecord'}", f"--model_dir={model_dir}",
+            "--batch_size=4", "--embedding_dim=32", "--warmup_steps=1", "--log_every=1", "--checkpoint_every=1000",
+            "--train_steps=1000", "--time_limit_minutes=0.0001"]
+
+    processes, logs = start_workers(args, tmp_path, "timed")
+    try:
+        wait_all(processes, STARTUP_TIMEOUT)
+    finally:
+        for p in processes:
+            p.kill()
+    texts = [log.read_text() for log in logs]
+    assert [p.returncode for p in processes] == [0, 0], texts
+
+    steps = [int(re.search(r"time limit reached: .* checkpoint saved at step (\d+)", t).group(1)) for t in texts]
+    assert steps[0] == steps[1] < 1000, texts
+    checkpoints = tf.train.get_checkpoint_state(str(model_dir / "checkpoints")).all_model_checkpoint_paths
+    assert [int(p.rsplit("-", 1)[1]) for p in checkpoints] == [steps[0]]
+    assert f"done: step {steps[0]} (" in texts[0] and "stopped by the time limit" in texts[0]
