@@ -99,6 +99,16 @@ def test_rerun_with_more_steps_resumes_the_same_run(tiny_synthetic, tmp_path, ca
     assert sorted(os.listdir(tmp_path / "run" / "checkpoints"))[-1].startswith("ckpt-4")
 
 
+def test_time_limit_stops_finetuning_before_train_steps_with_its_checkpoint(tiny_synthetic, tmp_path):
+    config = _finetune_config(tiny_synthetic, tmp_path / "run", train_steps=1000, checkpoint_every=500,
+                              time_limit_minutes=0.0001)  # 6 ms: shorter than the first step
+
+    result = finetune.finetune(config, progress=False)
+
+    assert result["stopped"] == "time_limit" and 1 <= result["step"] <= 2, result
+    assert tf.train.latest_checkpoint(str(tmp_path / "run" / "checkpoints")).endswith(f"ckpt-{result['step']}")
+
+
 def test_killed_finetune_resumes_from_its_last_checkpoint(tiny_synthetic, tmp_path):
     model_dir = tmp_path / "run"
     args = [sys.executable, "-m", "vdim_tf.launch.finetune", "--encoder=cpu", "--embedding_dim=32",

@@ -491,8 +491,8 @@ def train_loop(config, *, strategy, checkpoint, optimizer, make_dataset, replica
             on_start(writer, dataset)
         while int(step.numpy()) < config.train_steps:
             flag = tf.constant(1.0 if stop["signal"] else 0.0)
-            late = tf.constant(1.0 if limit is not None and training_seconds() >= limit else 0.0)
-            values = {k: float(v) for k, v in train_step(iterator, flag, late).items()}
+            late = limit is not None and training_seconds() >= limit
+            values = {k: float(v) for k, v in train_step(iterator, flag, tf.constant(float(late))).items()}
             preempted = values.pop(_STOP) > 0
             out_of_time = values.pop(_OUT_OF_TIME) > 0 and not preempted
             stopping = preempted or out_of_time
@@ -531,7 +531,8 @@ def train_loop(config, *, strategy, checkpoint, optimizer, make_dataset, replica
             if stopping:
                 where = f"checkpoint saved at step {current} in {os.path.join(config.model_dir, 'checkpoints')}"
                 if out_of_time:
-                    bar.write(f"time limit reached: {training_seconds() / 60:.2f} min of training "
+                    whose = "time limit reached" if late else "another worker reached its time limit"
+                    bar.write(f"{whose}: {training_seconds() / 60:.2f} min of training "
                               f"(time_limit_minutes={config.time_limit_minutes:g}); {where}. A larger "
                               "--time_limit_minutes continues the run.")
                     return {"step": current, "metrics": metrics, "stopped": "time_limit",
