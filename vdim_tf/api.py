@@ -114,15 +114,6 @@ def read_run_config(run_dir):
     return saved
 
 
-def _restore(model, path, prefix):
-    """`model`'s weights from `prefix`; for a run folder `path`, from its newest checkpoint that reads
-    back (`loop.restore_newest`: a damaged one is skipped, saying so)."""
-    if os.path.isdir(path):
-        loop.restore_newest(tf.train.Checkpoint(model=model), path, partial=True)
-    else:
-        tf.train.Checkpoint(model=model).restore(prefix).expect_partial().assert_existing_objects_matched()
-
-
 def _source_model(saved, path, prefix):
     """The run's own model with the checkpoint's weights, and its (encoder, global head)."""
     if saved.get("kind") == "finetune":
@@ -130,11 +121,11 @@ def _source_model(saved, path, prefix):
 
         model = finetune.make_classifier(finetune.ClassifierConfig(**saved["classifier"]), len(saved["label_names"]))
         model.build_for(saved["final_length"], saved["augment"]["output_size"])
-        _restore(model, path, prefix)
+        loop.restore_model(model, path, prefix)
         return model.encoder, model.head, saved["classifier"]
     model = vdim.VDIM(**saved["model"])
     model.build_for(saved["views"]["final_length"], saved["augment"]["output_size"])
-    _restore(model, path, prefix)
+    loop.restore_model(model, path, prefix)
     return model.encoder, model.heads.get(model.encoder.spec.global_layer), saved["model"]
 
 

@@ -242,11 +242,7 @@ def load_pretrained(classifier, path):
     preset = get_preset(classifier.encoder_preset)
     vdim.build_for(preset.frames, preset.size)
     try:
-        if os.path.isdir(path):
-            # The newest checkpoint that reads back (a damaged one is skipped, saying so).
-            prefix = loop.restore_newest(tf.train.Checkpoint(model=vdim), path, partial=True)
-        else:
-            tf.train.Checkpoint(model=vdim).restore(prefix).expect_partial().assert_existing_objects_matched()
+        prefix = loop.restore_model(vdim, path, prefix)  # a run folder: its newest checkpoint that reads back
     except AssertionError as e:
         raise PretrainedError(f"--pretrained={path}: checkpoint {prefix} does not match its config: {e}") from None
     except loop.TrainingError as e:

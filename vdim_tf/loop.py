@@ -223,6 +223,22 @@ def restore_newest(checkpoint, model_dir, report=True, partial=False):
     return None
 
 
+def restore_model(model, path, prefix):
+    """Restores `model` (part of a saved checkpoint) for evaluation, export or fine-tuning: from the
+    newest checkpoint of the run folder `path` that reads back (`restore_newest`), or from the
+    checkpoint `prefix` as given when `path` is not a folder. Returns the prefix restored.
+
+    Raises:
+      AssertionError: the checkpoint does not match the model.
+      TrainingError: the run folder's checkpoints of which none restores.
+    """
+    checkpoint = tf.train.Checkpoint(model=model)
+    if os.path.isdir(path):
+        return restore_newest(checkpoint, path, partial=True)
+    checkpoint.restore(prefix).expect_partial().assert_existing_objects_matched()
+    return prefix
+
+
 # Settings a resumed run may change: how long and how it runs, not what it trains.
 RESUMABLE_CHANGES = ("train_steps", "time_limit_minutes", "checkpoint_every", "keep_checkpoints", "log_every",
                      "strategy", "jit_compile", "data_service_address", "precision", "input_sharding")
