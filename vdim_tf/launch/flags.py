@@ -25,7 +25,8 @@ def define_run_flags():
                          "rerunning with a larger value continues the same run. Required (paper §5: 50000 "
                          "for UCF-101, 100000 for Kinetics-600).")
     flags.DEFINE_float("time_limit_minutes", 0, "Stop at --train_steps or after this many minutes of training, "
-                       "whichever comes first (0: no limit). The time is the training loop's, summed over "
+                       "whichever comes first. Default 0: no limit (ours; the paper trains for a step count; "
+                       "configs/demo_pretrain.cfg sets 4.5). The time is the training loop's, summed over "
                        "resumed runs (model_dir/training_time.json); start-up comes on top. The checkpoint of "
                        "the step it stops at is saved; a larger value continues the run.")
     flags.DEFINE_integer("batch_size", 8, "Global batch in clips, split evenly across replicas "
