@@ -107,6 +107,63 @@ def test_same_seed_reproduces_pretrain_batches(record_pattern):
         np.testing.assert_array_equal(first[key], second[key])
 
 
+def test_decoded_cache_gives_the_same_batches_as_decoding_every_epoch(record_pattern):
+    # Unshuffled, both pipelines take the same windows with the same augmentation, in the same
+    # order (one file, so epochs follow each other alike); the cached one's later epochs come
+    # from the kept frames.
+    views = ViewConfig.two_views(final_length=8, offset2=0, factor2=2)
+    augment = AugmentConfig(output_size=16)
+    one_file = record_pattern.replace("*", "a")  # 3 videos
+    plain, cached = (
+        pipeline.pretrain_dataset(one_file, views, augment, 3, shuffle=False, seed=5, cache_decoded=cache)
+        for cache in (False, True)
+    )
+    batches = 0
+    for a, b in zip(plain.take(3), cached.take(3)):  # batches of 3: three epochs
+        for key in a:
+            np.testing.assert_array_equal(a[key], b[key])
+        batches += 1
+    assert batches == 3
+
+
+def test_decoded_cache_shuffles_and_keeps_windows_inside_their_video(record_pattern):
+    views = ViewConfig.two_views(final_length=8, offset2=4, factor2=2)  # window of 20 frames
+    dataset = pipeline.pretrain_dataset(record_pattern, views, IDENTITY, 4, seed=2, cache_decoded=True,
+                                        shuffle_buffer_size=4)
+    steps, orders = np.arange(8), set()
+    for batch in dataset.take(6):
+        orders.add(tuple(batch["label"].numpy()))
+        for label, view1, view2 in zip(batch["label"].numpy(), _frame_indices(batch["view1"]),
+                                       _frame_indices(batch["view2"])):
+            last = LENGTH_OF_LABEL[label] - 1
+            start = view1[0]
+            assert 0 <= start <= max(last + 1 - 20, 0)
+            np.testing.assert_array_equal(view1, np.minimum(start + steps, last))
+            np.testing.assert_array_equal(view2, np.minimum(start + 4 + 2 * steps, last))
+    assert len(orders) > 1  # reshuffled every epoch
+    assert {label for order in orders for label in order} == {0, 1, 2, 3}
+
+
+def test_decoded_size_sums_frames_until_the_limit(record_pattern):
+    frame_bytes = HEIGHT * WIDTH * 3
+    total_frames = sum(n for videos in VIDEOS.values() for n, _ in videos)
+    files = pipeline.list_files(record_pattern)
+    assert pipeline.decoded_size(files, 10**9) == (total_frames * frame_bytes, 4, True)
+    # a.tfrecord comes first: 10 + 40 frames pass a 45-frame limit at the second video.
+    limit = 45 * frame_bytes
+    assert pipeline.decoded_size(files, limit) == (50 * frame_bytes, 2, False)
+
+
+def test_decoded_size_of_an_unreadable_record_is_unknown(tmp_path):
+    path = tmp_path / "bad.tfrecord"
+    with tf.io.TFRecordWriter(str(path)) as writer:
+        writer.write(make_sequence_example([_frame(0)] * 3, 0, "c", "v.avi", 25.0).SerializeToString())
+    data = bytearray(path.read_bytes())
+    data[20] ^= 0xFF  # inside the record's data: its CRC no longer matches
+    path.write_bytes(bytes(data))
+    assert pipeline.decoded_size([str(path)], 10**9) is None
+
+
 def test_finetune_training_yields_k_augmented_views(record_pattern):
     views = ViewConfig.clip_views(final_length=4, factor=2, num_views=3)
     dataset = pipeline.finetune_dataset(record_pattern, views, AugmentConfig(output_size=16), 2, 3, seed=0)

@@ -23,7 +23,7 @@ import pytest
 import tensorflow as tf
 
 from vdim_tf import loop, trainer
-from vdim_tf.data import records
+from vdim_tf.data import pipeline, records
 from vdim_tf.data.synthetic import SyntheticConfig, generate_synthetic_dataset
 from vdim_tf.launch import pretrain as launcher
 
@@ -219,6 +219,7 @@ def launcher_error(argv):
     (["--temporal_difference", "--nosymmetric"], "temporal_difference has no consequent layer"),
     (["--view2_factor=0"], "--view2_factor=0"),
     (["--time_limit_minutes=-1"], "time_limit_minutes=-1.0: must be >= 0"),
+    (["--decoded_cache_gib=-1"], "decoded_cache_gib=-1.0: must be >= 0"),
     (["--antecedent_layers=4,x"], "--antecedent_layers=4,x"),
     (["--train_data=/nonexistent/*.tfrecord"], "train_data='/nonexistent/*.tfrecord'"),
 ])
@@ -276,6 +277,41 @@ def test_bad_training_files_stop_the_run_naming_the_file(flags, train_glob, tmp_
 
     assert message.startswith("pretrain: ") and expected in message, message
     assert latest_step(model_dir_of(flags)) is None
+
+
+def test_damaged_record_stops_a_run_with_the_decoded_cache_naming_the_file(flags, train_glob, tmp_path):
+    # Sizing the cache reads the damaged record first: the cache stays off and training names it.
+    folder = tmp_path / "data"
+    folder.mkdir()
+    shutil.copy(train_glob.replace("*.tfrecord", "train-00000-of-00001.tfrecord"),
+                folder / "train-00000-of-00002.tfrecord")
+    expected = spoil(folder, "damaged record")
+
+    message = launcher_error(flags + ["--train_steps=5", f"--train_data={folder}/*", "--decoded_cache_gib=1"])
+
+    assert message.startswith("pretrain: ") and expected in message, message
+    assert latest_step(model_dir_of(flags)) is None
+
+
+def test_decoded_cache_trains_from_frames_decoded_once_and_says_so(train_glob, tmp_path, capsys):
+    config = small_config(train_glob, tmp_path / "run", decoded_cache_gib=1.0)
+
+    result = trainer.pretrain(config, progress=False)
+
+    # 8 videos of 40 frames of 64x64 (the synthetic dataset's frame size).
+    expected = f"decoded cache: 8 videos, {8 * 40 * 64 * 64 * 3 / 2**20:.1f} MiB decoded once"
+    assert expected in capsys.readouterr().out
+    assert result["step"] == 3 and latest_step(config.model_dir) == 3
+
+
+def test_decoded_cache_stays_off_for_data_larger_than_the_limit(train_glob, tmp_path):
+    config = small_config(train_glob, tmp_path / "run", decoded_cache_gib=0.0001)  # 107 kB: not one video
+
+    videos, message = trainer.decoded_cache_plan(config, pipeline.list_files(train_glob))
+
+    assert videos == 0
+    assert message.startswith("decoded cache: off (the decoded frames exceed --decoded_cache_gib=0.0001: "
+                              f"{40 * 64 * 64 * 3 / 2**20:.1f} MiB in the first 1 videos)"), message
 
 
 def test_batch_that_does_not_divide_across_replicas_fails(train_glob, tmp_path):

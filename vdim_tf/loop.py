@@ -241,7 +241,8 @@ def restore_model(model, path, prefix):
 
 # Settings a resumed run may change: how long and how it runs, not what it trains.
 RESUMABLE_CHANGES = ("train_steps", "time_limit_minutes", "checkpoint_every", "keep_checkpoints", "log_every",
-                     "strategy", "jit_compile", "data_service_address", "precision", "input_sharding")
+                     "strategy", "jit_compile", "data_service_address", "precision", "input_sharding",
+                     "decoded_cache_gib")
 # Not compared at all: the run folder's own path, so a copied or moved run folder resumes.
 _NOT_COMPARED = ("model_dir",)
 

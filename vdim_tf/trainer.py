@@ -76,11 +76,14 @@ class PretrainConfig:
     seed: int | None = 0
     data_service_address: str | None = None
     input_sharding: str = "data"
+    decoded_cache_gib: float = 0.0
 
     def validate(self):
         """Raises ValueError naming the setting, its value and what would be valid."""
         if self.train_steps < 1:
             raise ValueError(f"train_steps={self.train_steps}: must be >= 1")
+        if not self.decoded_cache_gib >= 0:
+            raise ValueError(f"decoded_cache_gib={self.decoded_cache_gib}: must be >= 0 (0: decode every epoch)")
         if not self.time_limit_minutes >= 0:
             raise ValueError(f"time_limit_minutes={self.time_limit_minutes}: must be >= 0 (0: no limit)")
         if self.batch_size < 2:
@@ -191,7 +194,34 @@ def _check_batch_fits(files, batch_size, train_data):
                          f"negative. Use --batch_size <= {videos}, or more videos")
 
 
-def input_dataset(config, files, strategy, seed, start):
+def _size(nbytes):
+    return f"{nbytes / 2**30:.2f} GiB" if nbytes >= 2**30 else f"{nbytes / 2**20:.1f} MiB"
+
+
+def decoded_cache_plan(config, files):
+    """Whether to keep the decoded videos in memory (`--decoded_cache_gib`), and the line that says so.
+
+    Returns:
+      `(videos, message)`: the number of videos to cache and shuffle over, or 0 for no cache;
+      `message` is None when caching is off.
+    """
+    if not config.decoded_cache_gib:
+        return 0, None
+    if config.data_service_address:
+        return 0, "decoded cache: off (the tf.data service's workers decode the clips)"
+    limit = config.decoded_cache_gib * 2**30
+    size = pipeline.decoded_size(files, limit)
+    if size is None:
+        return 0, "decoded cache: off (a record could not be read; training will name it)"
+    nbytes, videos, complete = size
+    if not complete:
+        return 0, (f"decoded cache: off (the decoded frames exceed --decoded_cache_gib={config.decoded_cache_gib:g}: "
+                   f"{_size(nbytes)} in the first {videos} videos); decoding every epoch")
+    return videos, (f"decoded cache: {videos} videos, {_size(nbytes)} decoded once in the first epoch "
+                    "and kept in memory (--decoded_cache_gib)")
+
+
+def input_dataset(config, files, strategy, seed, start, cached_videos=0):
     """The global-batch training dataset, optionally served by a tf.data service cluster.
 
     Under several workers, `config.input_sharding` says how they split it (`loop.shard_per_worker`):
@@ -200,8 +230,15 @@ def input_dataset(config, files, strategy, seed, start):
     number of workers or files; `file` gives each worker its own files instead. With a data service, the service workers split the
     files between them (each clip is produced once per epoch, `ShardingPolicy.DYNAMIC`) and the
     trainer workers share one job, each taking different batches.
+
+    `cached_videos` > 0 keeps the decoded videos in memory (`decoded_cache_plan`) and shuffles
+    over all of them.
     """
-    dataset = pipeline.pretrain_dataset(files, config.views, config.augment, config.batch_size, seed=seed)
+    if cached_videos:
+        dataset = pipeline.pretrain_dataset(files, config.views, config.augment, config.batch_size, seed=seed,
+                                            cache_decoded=True, shuffle_buffer_size=cached_videos)
+    else:
+        dataset = pipeline.pretrain_dataset(files, config.views, config.augment, config.batch_size, seed=seed)
     options = tf.data.Options()
     if config.data_service_address:
         # One job per run and start step: workers of one run share it; a resumed run gets a fresh
@@ -225,11 +262,14 @@ def _pretrain(config, files, strategy, progress):
         # matches a one-process run on the same global batch.
         keras.utils.set_random_seed(config.seed)
     model, optimizer = build_model(config, strategy)
+    cached_videos, message = decoded_cache_plan(config, files)
+    if message:
+        print(message, flush=True)
 
     def make_dataset(start):
         # A resumed run reseeds the input pipeline from its step so it does not replay the same clips.
         seed = None if config.seed is None else config.seed + start
-        return input_dataset(config, files, strategy, seed, start)
+        return input_dataset(config, files, strategy, seed, start, cached_videos)
 
     def replica_step(batch):
         loss, results = model.apply_gradients_step(batch["view1"], batch["view2"])

@@ -164,6 +164,59 @@ def sample_window_at(example, views, start=0):
     return select_frames(example, indices)
 
 
+def decode_all(example):
+    """Decodes every frame of a parsed record: `frames` uint8 `(N, H, W, 3)`, `num_frames`, `label`."""
+    frames = tf.map_fn(
+        lambda jpeg: tf.io.decode_jpeg(jpeg, channels=3),
+        example["frames"],
+        fn_output_signature=tf.TensorSpec([None, None, 3], tf.uint8),
+    )
+    return {"frames": frames, "num_frames": example["num_frames"], "label": example["label"]}
+
+
+def sample_decoded_window(example, views, seed):
+    """Phase 2 on a `decode_all`ed record: the frames of a uniform random window, every view's
+    frames taken from the decoded video -> `views` uint8 `(V, T, H, W, 3)`, as `decode` gives them."""
+    indices = views_lib.sample_view_indices(example["num_frames"], views, seed)
+    return {"views": tf.gather(example["frames"], indices), "label": example["label"]}
+
+
+def decoded_size(files, limit_bytes):
+    """Bytes the records' frames take decoded (uint8 `N × H × W × 3`), summed until past a limit.
+
+    Reads each record's frame count and its first frame's JPEG header (every frame of a record has
+    one size: `prepare` and the motion benchmark resize all of a video's frames alike), decoding
+    nothing, and stops at the first record that takes the sum past `limit_bytes`.
+
+    Returns:
+      `(bytes, videos, complete)`: the sum and the number of records summed; `complete` is False
+      when the limit stopped the count (the dataset is larger than `bytes`). `None` when a record
+      cannot be read: training will name it (`records.RecordError` via the loop).
+    """
+
+    def size(serialized):
+        frames = parse(serialized)["frames"]
+        count = tf.shape(frames, out_type=tf.int64)[0]
+        shape = tf.cond(
+            count > 0,
+            lambda: tf.io.extract_jpeg_shape(frames[0], output_type=tf.int64),
+            lambda: tf.zeros([3], tf.int64),
+        )
+        return count * shape[0] * shape[1] * 3
+
+    total = videos = 0
+    dataset = tf.data.TFRecordDataset(files).map(size, num_parallel_calls=AUTOTUNE)
+    try:
+        for nbytes in dataset.as_numpy_iterator():
+            total += int(nbytes)
+            videos += 1
+            if total > limit_bytes:
+                return total, videos, False
+    except (tf.errors.DataLossError, tf.errors.InvalidArgumentError, tf.errors.OutOfRangeError):
+        return None
+    return total, videos, True
+
+
 def decode(example):
     """Phase 3: decodes only the selected JPEG frames -> `views` uint8 `(V, T, H, W, 3)`."""
     decoded = tf.map_fn(
@@ -212,6 +265,7 @@ def pretrain_dataset(
     seed=None,
     num_parallel_calls=AUTOTUNE,
     shuffle_buffer_size=DEFAULT_SHUFFLE_BUFFER,
+    cache_decoded=False,
 ):
     """Pretraining batches: V augmented views of a random window of each video (SPEC §4).
 
@@ -225,6 +279,12 @@ def pretrain_dataset(
       seed: int, makes windows, augmentation and order reproducible; None draws fresh ones.
       num_parallel_calls: parallelism of the per-clip map.
       shuffle_buffer_size: records in the shuffle buffer.
+      cache_decoded: decode every frame of every record once, in the first epoch, and keep the
+        decoded videos in memory (`decoded_size` says how much that takes); later epochs sample
+        and augment windows of the kept frames. The windows, frames and augmentation are those of
+        the uncached pipeline; only the order differs when shuffling: the files are shuffled once,
+        then `shuffle_buffer_size` decoded videos are shuffled (the buffer holds references to the
+        cache, not copies: give it the number of videos for a full shuffle every epoch).
 
     Returns:
       `tf.data.Dataset` of dicts: `view1`, `view2`, ... float32 `(B, T, S, S, 3)`, normalised
@@ -235,15 +295,25 @@ def pretrain_dataset(
     """
     _check_batch_size(batch_size)
     files = list_files(file_pattern)
-    dataset = read_records(files, shuffle=shuffle, repeat=repeat, seed=seed)
+    if cache_decoded:
+        dataset = read_records(files, shuffle=shuffle, repeat=False, seed=seed)
+        dataset = dataset.map(lambda serialized: decode_all(parse(serialized)), num_parallel_calls=num_parallel_calls)
+        dataset = dataset.cache()
+        if repeat:
+            dataset = dataset.repeat()
+    else:
+        dataset = read_records(files, shuffle=shuffle, repeat=repeat, seed=seed)
     if shuffle:
         dataset = dataset.shuffle(shuffle_buffer_size, seed=seed)
     shape = (views.final_length, augment.output_size, augment.output_size, 3)
 
-    def make_views(serialized, seed):
+    def make_views(record, seed):
         sample_seed, augment_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
-        example = sample_random_window(parse(serialized), views, sample_seed)
-        example = augment_train(decode(example), augment, augment_seed)
+        if cache_decoded:
+            example = sample_decoded_window(record, views, sample_seed)
+        else:
+            example = decode(sample_random_window(parse(record), views, sample_seed))
+        example = augment_train(example, augment, augment_seed)
         out = {f"view{v + 1}": tf.ensure_shape(example["views"][v], shape) for v in range(views.num_views)}
         out["label"] = example["label"]
         return out

@@ -28,6 +28,11 @@ vflags.define_model_flags()
 vflags.define_view_flags()
 vflags.define_augment_flags()
 vflags.define_optim_flags()
+flags.DEFINE_float("decoded_cache_gib", 0, "Keep the decoded frames of every training video in memory when "
+                   "they fit in this many GiB (uint8 frames x H x W x 3, sized from the records' headers at "
+                   "start): each frame is decoded once, in the first epoch, instead of every time a window "
+                   "takes it; the videos are then shuffled all together every epoch. Larger datasets are "
+                   "decoded every epoch, as with 0. Not with --data_service_address. Default: 0 (off).")
 # --help lists the main module's key flags: make the shared ones (defined in flags.py) ours.
 flags.adopt_module_key_flags(vflags)
 
@@ -57,6 +62,7 @@ def config_from_flags():
         seed=None if FLAGS.seed < 0 else FLAGS.seed,
         data_service_address=FLAGS.data_service_address,
         input_sharding=FLAGS.input_sharding,
+        decoded_cache_gib=FLAGS.decoded_cache_gib,
     )
 
 
