@@ -15,7 +15,9 @@ shipped, not a copy of it:
      `linear_phi_top1`) and retrieval R@1.
 Datasets: `motion`, the real-video motion benchmark (`./run motion_benchmark`: forward or reversed
 at 1× or 2×, train and test from different source clips; built from `../shared/data` when
-missing), or `synthetic`, the demo's generated motion classes. Prints a table of means and
+missing), `camera`, the camera-motion benchmark (`./run camera_benchmark`: six camera motions over
+real video, train and test from different source clips; built likewise), or `synthetic`, the
+demo's generated motion classes. Prints a table of means and
 standard deviations over the seeds and writes every figure to `--out/evidence.json`.
 
     python bench/evidence.py --dataset motion [--seeds 0,1,2] [--arms probe,linear,finetune]
@@ -81,6 +83,20 @@ def build_motion(folder, short_side=64):
         sys.exit(f"cannot build the motion benchmark: {e}")
 
 
+def build_camera(folder):
+    """Builds the camera-motion benchmark from `../shared/data` into `folder` (`vdim_tf.data.camera`,
+    as `./run camera_benchmark` does with its defaults), unless `folder` holds it already."""
+    if os.path.exists(os.path.join(folder, "labels.txt")):
+        return
+    sys.path.insert(0, REPO)
+    from vdim_tf.data import camera
+
+    try:
+        camera.build_benchmark(camera.CameraConfig(data_dir=SHARED_DATA, output_dir=folder), log=lambda line: None)
+    except (FileNotFoundError, ValueError) as e:
+        sys.exit(f"cannot build the camera benchmark: {e}")
+
+
 def pretraining_record(pretrain_dir):
     """(step, training seconds) of the pretraining's newest checkpoint, from the run's own record
     (`model_dir/training_time.json`, summed over resumed runs); (None, None) when not recorded."""
@@ -102,9 +118,9 @@ def summarise(values):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--dataset", choices=("motion", "synthetic"), default="motion")
+    parser.add_argument("--dataset", choices=("motion", "camera", "synthetic"), default="motion")
     parser.add_argument("--data", default=None, help="where the dataset is (built there when missing); default "
-                        "data/motion or data/synthetic")
+                        "data/<dataset>")
     parser.add_argument("--seeds", default="0,1,2", help="comma-separated seeds, one pretraining each (default 0,1,2)")
     parser.add_argument("--arms", default="probe,finetune", help="comma-separated: probe (frozen-encoder MLP and "
                         "linear protocol; VDIM / random / single frame), finetune (VDIM / random); default both")
@@ -116,6 +132,8 @@ def main():
     out = os.path.abspath(args.out or os.path.join(REPO, "runs", "evidence", args.dataset))
     if args.dataset == "motion":
         build_motion(data)
+    elif args.dataset == "camera":
+        build_camera(data)
     train_flags, test_flags = data_flags(args.dataset, data)
     unknown = sorted(set(args.arms.split(",")) - set(ARMS))
     if unknown:

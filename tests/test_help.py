@@ -26,6 +26,8 @@ KEY_FLAGS = {
     "params": ["encoder", "embedding_dim"],
     "demo": ["workdir", "pretrain_steps", "finetune_steps", "quick"],
     "motion_benchmark": ["data_dir", "output_dir", "speeds", "frames", "hop", "short_side"],
+    "camera_benchmark": ["data_dir", "output_dir", "frames", "hop", "examples_per_window", "size",
+                         "source_short_side", "speed", "angular_speed", "seed"],
 }
 # absl's own flags and the TPU flags TensorFlow registers on import.
 FOREIGN_FLAGS = ["logtostderr", "alsologtostderr", "verbosity", "log_dir", "only_check_args", "run_with_pdb",

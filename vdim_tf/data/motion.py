@@ -177,7 +177,7 @@ def parse_frame_slice(text, num_frames):
     return list(range(num_frames))[start:stop:step]
 
 
-def _write_split(split, examples, config):
+def write_split(split, examples, config):
     """Writes one split's `(SequenceExample bytes)` list as shards; returns the shard names."""
     split_dir = os.path.join(config.output_dir, split)
     os.makedirs(split_dir, exist_ok=True)
@@ -247,7 +247,7 @@ def build_benchmark(config, log=print):
             raise ValueError(f"the {split} split has no clip of at least {config.segment_length} frames in "
                              f"{config.data_dir}; use fewer or smaller speeds, fewer frames, or longer clips")
         random.Random(f"{_SHUFFLE_SEED}/{split}").shuffle(serialized)
-        shards = _write_split(split, serialized, config)
+        shards = write_split(split, serialized, config)
         manifest["splits"][split] = {"examples": len(serialized), "per_class": counts, "sources": used,
                                      "skipped": skipped, "shards": shards}
     with open(os.path.join(config.output_dir, "labels.txt"), "w", encoding="utf-8") as f:
