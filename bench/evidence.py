@@ -99,9 +99,13 @@ def build_camera(folder):
 
 def pretraining_record(pretrain_dir):
     """(step, training seconds) of the pretraining's newest checkpoint, from the run's own record
-    (`model_dir/training_time.json`, summed over resumed runs); (None, None) when not recorded."""
+    (`model_dir/training_time.json`, `vdim_tf.loop.TRAINING_TIME_FILE`, summed over resumed runs);
+    (None, None) when not recorded."""
+    sys.path.insert(0, REPO)
+    from vdim_tf.loop import TRAINING_TIME_FILE
+
     try:
-        with open(os.path.join(pretrain_dir, "training_time.json")) as f:
+        with open(os.path.join(pretrain_dir, TRAINING_TIME_FILE)) as f:
             record = {int(k): float(v) for k, v in json.load(f).items()}
     except (OSError, ValueError, AttributeError):
         return None, None
@@ -157,7 +161,8 @@ def main():
         # The run's own record of its steps and training time (summed over resumed runs); the wall
         # time is this invocation's (a rerun of a finished pretraining: start-up only).
         pretrain_steps, training_seconds = pretraining_record(pretrain_dir)
-        print(f"seed {seed}: pretraining reached step {pretrain_steps} after {training_seconds or float('nan'):.0f} s "
+        trained = "an unrecorded time" if training_seconds is None else f"{training_seconds:.0f} s"
+        print(f"seed {seed}: pretraining reached step {pretrain_steps} after {trained} "
               f"of training; this invocation took {pretrain_seconds:.0f} s", flush=True)
         for mode, init, flags, pretrained in arms:
             name = f"{mode}_{init}".replace(" ", "_").replace("-", "")
