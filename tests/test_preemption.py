@@ -17,10 +17,24 @@ STARTUP_TIMEOUT = 300  # seconds for both workers to start and take a few steps 
 EXIT_TIMEOUT = 120  # seconds every worker may take to save and exit once one of them got SIGTERM
 
 
-def start_workers(args, tmp_path, name):
+def pretrain_args(tmp_path):
+    """Pretrain flags of both tests: a tiny synthetic dataset (generated here), the CPU preset,
+    a step log every step and no periodic checkpoint."""
+    from vdim_tf.data.synthetic import SyntheticConfig, generate_synthetic_dataset
+
+    generate_synthetic_dataset(str(tmp_path / "data"), SyntheticConfig(
+        num_classes=2, train_videos_per_class=4, test_videos_per_class=1, num_frames=40))
+    return ["--encoder=cpu", f"--train_data={tmp_path / 'data' / 'train' / '*.tfrecord'}",
+            f"--model_dir={tmp_path / 'run'}", "--batch_size=4", "--embedding_dim=32", "--warmup_steps=1",
+            "--log_every=1", "--checkpoint_every=1000"]
+
+
+def start_workers(args, tmp_path, name, worker_args=lambda i: []):
+    """Two pretrain workers under MultiWorkerMirroredStrategy (`worker_args(i)`: worker i's own flags)."""
     logs = [tmp_path / f"{name}_worker{i}.log" for i in range(2)]
     processes = workers.start_workers(
-        lambda i: ["-m", "vdim_tf.launch.pretrain", *args, "--strategy=multi_worker"], lambda i: logs[i])
+        lambda i: ["-m", "vdim_tf.launch.pretrain", *args, "--strategy=multi_worker", *worker_args(i)],
+        lambda i: logs[i])
     return processes, logs
 
 
@@ -30,20 +44,24 @@ def wait_all(processes, timeout):
         p.wait(max(1.0, deadline - time.monotonic()))
 
 
+def finish(processes, logs, timeout):
+    """Waits up to `timeout` s for every worker, kills any left, and returns their logs' texts."""
+    try:
+        wait_all(processes, timeout)
+    finally:
+        for p in processes:
+            p.kill()
+    return [log.read_text() for log in logs]
+
+
 def chief_steps(log):
     return [int(s) for s in re.findall(r"^step (\d+):", log.read_text(), re.MULTILINE)]
 
 
 @pytest.mark.slow
 def test_sigterm_to_the_non_chief_saves_one_checkpoint_on_every_worker_and_the_rerun_resumes(tmp_path):
-    from vdim_tf.data.synthetic import SyntheticConfig, generate_synthetic_dataset
-
-    generate_synthetic_dataset(str(tmp_path / "data"), SyntheticConfig(
-        num_classes=2, train_videos_per_class=4, test_videos_per_class=1, num_frames=40))
+    common = pretrain_args(tmp_path)
     model_dir = tmp_path / "run"
-    common = ["--encoder=cpu", f"--train_data={tmp_path / 'data' / 'train' / '*.tfrecord'}",
-              f"--model_dir={model_dir}", "--batch_size=4", "--embedding_dim=32", "--warmup_steps=1",
-              "--log_every=1", "--checkpoint_every=1000"]
 
     processes, logs = start_workers(common + ["--train_steps=1000"], tmp_path, "first")
     try:
@@ -72,12 +90,7 @@ def test_sigterm_to_the_non_chief_saves_one_checkpoint_on_every_worker_and_the_r
     assert not [n for n in os.listdir(model_dir) if n.startswith(".scratch")]
 
     processes, logs = start_workers(common + [f"--train_steps={saved + 2}"], tmp_path, "rerun")
-    try:
-        wait_all(processes, STARTUP_TIMEOUT)
-    finally:
-        for p in processes:
-            p.kill()
-    texts = [log.read_text() for log in logs]
+    texts = finish(processes, logs, STARTUP_TIMEOUT)
     assert [p.returncode for p in processes] == [0, 0], texts
     assert f"at step {saved}" in texts[0] and chief_steps(logs[0]) == [saved + 1, saved + 2]
     assert tf.train.latest_checkpoint(str(model_dir / "checkpoints")).endswith(f"-{saved + 2}")
@@ -85,25 +98,12 @@ def test_sigterm_to_the_non_chief_saves_one_checkpoint_on_every_worker_and_the_r
 
 @pytest.mark.slow
 def test_time_limit_of_one_worker_stops_every_worker_at_the_same_step_with_exit_0(tmp_path):
-    from vdim_tf.data.synthetic import SyntheticConfig, generate_synthetic_dataset
-
-    generate_synthetic_dataset(str(tmp_path / "data"), SyntheticConfig(
-        num_classes=2, train_videos_per_class=4, test_videos_per_class=1, num_frames=40))
     model_dir = tmp_path / "run"
-    args = ["-m", "vdim_tf.launch.pretrain", "--strategy=multi_worker", "--encoder=cpu",
-            f"--train_data={tmp_path / 'data' / 'train' / '*.tfrecord'}", f"--model_dir={model_dir}", "--batch_size=4",
-            "--embedding_dim=32", "--warmup_steps=1", "--log_every=1", "--checkpoint_every=1000", "--train_steps=1000"]
-    logs = [tmp_path / f"timed_worker{i}.log" for i in range(2)]
     # Only the non-chief has a limit (shorter than the first step): the chief learns it from the
     # flag in the step's all-reduce, or it would train on to step 1000 while worker 1 waits.
-    processes = workers.start_workers(lambda i: args + [f"--time_limit_minutes={0.0001 if i else 0}"],
-                                      lambda i: logs[i])
-    try:
-        wait_all(processes, STARTUP_TIMEOUT)
-    finally:
-        for p in processes:
-            p.kill()
-    texts = [log.read_text() for log in logs]
+    processes, logs = start_workers(pretrain_args(tmp_path) + ["--train_steps=1000"], tmp_path, "timed",
+                                    worker_args=lambda i: [f"--time_limit_minutes={0.0001 if i else 0}"])
+    texts = finish(processes, logs, STARTUP_TIMEOUT)
     assert [p.returncode for p in processes] == [0, 0], texts
 
     pattern = r"(time limit reached|another worker reached its time limit): .* checkpoint saved at step (\d+)"
