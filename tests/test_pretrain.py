@@ -302,6 +302,9 @@ def test_decoded_cache_trains_from_frames_decoded_once_and_says_so(train_glob, t
     expected = f"decoded cache: 8 videos, {8 * 40 * 64 * 64 * 3 / 2**20:.1f} MiB decoded once"
     assert expected in capsys.readouterr().out
     assert result["step"] == 3 and latest_step(config.model_dir) == 3
+    # The run's image strips of the two views come from the uncached pipeline (trainer's
+    # _write_run_summaries) and are written all the same.
+    assert {"views/clip0_view1", "views/clip0_view2"} <= set(summary_tags(config.model_dir, "images"))
 
 
 def test_decoded_cache_stays_off_for_data_larger_than_the_limit(train_glob, tmp_path):
@@ -379,14 +382,19 @@ def test_run_writes_the_resolved_config(finished_run):
     assert written["model"]["antecedent_layers"] == [4, 5, 6] and written["views"]["final_length"] == 16
 
 
-def scalar_tags(model_dir):
+def summary_tags(model_dir, plugin):
+    """{tag: [steps]} of the run's training summaries of one TensorBoard plugin."""
     tags = {}
     for path in tf.io.gfile.glob(os.path.join(model_dir, "train", "events.out.tfevents.*")):
         for event in tf.compat.v1.train.summary_iterator(path):
             for value in event.summary.value:
-                if value.metadata.plugin_data.plugin_name == "scalars":
+                if value.metadata.plugin_data.plugin_name == plugin:
                     tags.setdefault(value.tag, []).append(event.step)
     return tags
+
+
+def scalar_tags(model_dir):
+    return summary_tags(model_dir, "scalars")
 
 
 def test_tensorboard_logs_losses_accuracies_learning_rate_and_throughput(finished_run):
