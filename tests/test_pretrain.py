@@ -302,8 +302,7 @@ def test_decoded_cache_trains_from_frames_decoded_once_and_says_so(train_glob, t
     expected = f"decoded cache: 8 videos, {8 * 40 * 64 * 64 * 3 / 2**20:.1f} MiB decoded once"
     assert expected in capsys.readouterr().out
     assert result["step"] == 3 and latest_step(config.model_dir) == 3
-    # The run's image strips of the two views come from the uncached pipeline (trainer's
-    # _write_run_summaries) and are written all the same.
+    # The run's image strips of the two views are written from the cached pipeline too.
     assert {"views/clip0_view1", "views/clip0_view2"} <= set(summary_tags(config.model_dir, "images"))
 
 

@@ -284,8 +284,7 @@ def _pretrain(config, files, strategy, progress):
     result = loop.train_loop(
         loop_config, strategy=strategy, checkpoint=tf.train.Checkpoint(model=model, optimizer=optimizer),
         optimizer=optimizer, make_dataset=make_dataset, replica_step=replica_step, batch_size=config.batch_size,
-        progress=progress, on_start=lambda writer, dataset: _write_run_summaries(writer, config, files, dataset,
-                                                                                  cached_videos),
+        progress=progress, on_start=lambda writer, dataset: _write_run_summaries(writer, config, dataset),
         nan_hint="Try a lower --learning_rate, keep --tanh_clip on, or --precision=float32.",
         run_config={**dataclasses.asdict(config), "color_space": augment_lib.color_space(config.augment.color_mode)},
         data_files=files,
@@ -294,17 +293,9 @@ def _pretrain(config, files, strategy, progress):
     return result
 
 
-def _write_run_summaries(writer, config, files, dataset, cached_videos):
-    """Hyper-parameters (hparams plugin) and image strips of the two augmented views of a few clips.
-
-    With the decoded cache the clips come from the uncached pipeline (the same windows and
-    augmentation): a batch of the cached one waits for its shuffle buffer of every decoded video,
-    which would decode the whole training set once more, in the time budget, before the first step.
-    """
+def _write_run_summaries(writer, config, dataset):
+    """Hyper-parameters (hparams plugin) and image strips of the two augmented views of a few clips."""
     from tensorboard.plugins.hparams import api as hp
-
-    if cached_videos:
-        dataset = pipeline.pretrain_dataset(files, config.views, config.augment, config.batch_size, seed=config.seed)
 
     flat = {}
     for key, value in dataclasses.asdict(config).items():
