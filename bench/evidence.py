@@ -16,7 +16,8 @@ shipped, not a copy of it:
 Datasets: `motion`, the real-video motion benchmark (`./run motion_benchmark`: forward or reversed
 at 1× or 2×, train and test from different source clips; built from `../shared/data` when
 missing), `camera`, the camera-motion benchmark (`./run camera_benchmark`: six camera motions over
-real video, train and test from different source clips; built likewise), or `synthetic`, the
+real video, train and test from different source clips; built likewise), `camera_slow`, the same
+with slower cameras (`--speed=0.5,1.5 --angular_speed=0.5,1.5`: harder), or `synthetic`, the
 demo's generated motion classes. Prints a table of means and
 standard deviations over the seeds and writes every figure to `--out/evidence.json`.
 
@@ -83,16 +84,23 @@ def build_motion(folder, short_side=64):
         sys.exit(f"cannot build the motion benchmark: {e}")
 
 
-def build_camera(folder):
+# Camera speeds of `--dataset=camera_slow`: pans of 0.5-1.5 pixels and spins of 0.5-1.5 degrees per
+# frame, a third to a half of the defaults (2-4). On it the issue's earlier demo recipe gives 0.36
+# (seed 0), as on a held-out real-imagery set (0.25-0.35), where the default speeds give 0.70.
+SLOW_CAMERA = dict(speed=(0.5, 1.5), angular_speed=(0.5, 1.5))
+
+
+def build_camera(folder, **settings):
     """Builds the camera-motion benchmark from `../shared/data` into `folder` (`vdim_tf.data.camera`,
-    as `./run camera_benchmark` does with its defaults), unless `folder` holds it already."""
+    as `./run camera_benchmark` does with its defaults, or `settings` such as `SLOW_CAMERA`), unless
+    `folder` holds it already."""
     if os.path.exists(os.path.join(folder, "labels.txt")):
         return
     sys.path.insert(0, REPO)
     from vdim_tf.data import camera
 
     try:
-        camera.build_benchmark(camera.CameraConfig(data_dir=SHARED_DATA, output_dir=folder), log=lambda line: None)
+        camera.build_benchmark(camera.CameraConfig(data_dir=SHARED_DATA, output_dir=folder, **settings), log=lambda line: None)
     except (FileNotFoundError, ValueError) as e:
         sys.exit(f"cannot build the camera benchmark: {e}")
 
@@ -122,7 +130,7 @@ def summarise(values):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--dataset", choices=("motion", "camera", "synthetic"), default="motion")
+    parser.add_argument("--dataset", choices=("motion", "camera", "camera_slow", "synthetic"), default="motion")
     parser.add_argument("--data", default=None, help="where the dataset is (built there when missing); default "
                         "data/<dataset>")
     parser.add_argument("--seeds", default="0,1,2", help="comma-separated seeds, one pretraining each (default 0,1,2)")
@@ -138,6 +146,8 @@ def main():
         build_motion(data)
     elif args.dataset == "camera":
         build_camera(data)
+    elif args.dataset == "camera_slow":
+        build_camera(data, **SLOW_CAMERA)
     train_flags, test_flags = data_flags(args.dataset, data)
     unknown = sorted(set(args.arms.split(",")) - set(ARMS))
     if unknown:

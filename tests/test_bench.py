@@ -160,3 +160,20 @@ def test_evidence_records_the_pretraining_step_and_training_time_from_the_run_re
         loop._write_training_time(str(tmp_path), step, seconds, kept_steps={1300, 1400, 1404})
 
     assert evidence.pretraining_record(str(tmp_path)) == (1404, 270.4)  # the newest checkpoint's, not the last line
+
+
+def test_evidence_builds_the_slow_camera_benchmark_with_the_flags_the_readme_gives(tmp_path, monkeypatch):
+    # `--dataset=camera_slow` must be the benchmark `./run camera_benchmark --speed=0.5,1.5
+    # --angular_speed=0.5,1.5` writes (README); the build itself is tested in test_camera_benchmark.
+    evidence = _bench("evidence")
+    from vdim_tf.data import camera
+    built = []
+    monkeypatch.setattr(camera, "build_benchmark", lambda config, log: built.append(config))
+
+    evidence.build_camera(str(tmp_path / "slow"), **evidence.SLOW_CAMERA)
+    evidence.build_camera(str(tmp_path / "default"))
+
+    assert (built[0].speed, built[0].angular_speed) == ((0.5, 1.5), (0.5, 1.5))
+    defaults = camera.CameraConfig(data_dir="d", output_dir="o")
+    assert (built[1].speed, built[1].angular_speed) == (defaults.speed, defaults.angular_speed)
+    assert built[0].output_dir.endswith("slow") and built[0].data_dir == evidence.SHARED_DATA
