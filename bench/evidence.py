@@ -21,7 +21,7 @@ with slower cameras (`--speed=0.5,1.5 --angular_speed=0.5,1.5`: harder), or `syn
 demo's generated motion classes. Prints a table of means and
 standard deviations over the seeds and writes every figure to `--out/evidence.json`.
 
-    python bench/evidence.py --dataset motion [--seeds 0,1,2] [--arms probe,linear,finetune]
+    python bench/evidence.py --dataset motion [--seeds 0,1,2] [--arms probe,finetune|vdim]
                              [--pretrain_flags "..."] [--finetune_flags "..."] [--out DIR]
 """
 
@@ -46,7 +46,21 @@ ARMS = {
               ("probe", "single frame", ["--freeze_encoder", "--single_frame"], True)),
     "finetune": (("fine-tune", "VDIM", [], True),
                  ("fine-tune", "random", [], False)),
+    # The VDIM probe alone, for comparing pretraining recipes (`--pretrain_flags`) seed by seed.
+    "vdim": (("probe", "VDIM", ["--freeze_encoder"], True),),
 }
+
+
+def select_arms(names):
+    """The arms of comma-separated `names` (keys of ARMS), each once, in the order given."""
+    unknown = sorted(set(names.split(",")) - set(ARMS))
+    if unknown:
+        raise ValueError(f"--arms: unknown {unknown}; valid: {sorted(ARMS)}")
+    arms = []
+    for arm in (arm for name in names.split(",") for arm in ARMS[name]):
+        if arm not in arms:  # probe holds vdim's arm: run it once
+            arms.append(arm)
+    return arms
 
 
 def run(command, log):
@@ -135,7 +149,8 @@ def main():
                         "data/<dataset>")
     parser.add_argument("--seeds", default="0,1,2", help="comma-separated seeds, one pretraining each (default 0,1,2)")
     parser.add_argument("--arms", default="probe,finetune", help="comma-separated: probe (frozen-encoder MLP and "
-                        "linear protocol; VDIM / random / single frame), finetune (VDIM / random); default both")
+                        "linear protocol; VDIM / random / single frame), finetune (VDIM / random), vdim (the VDIM probe "
+                        "alone, to compare pretraining recipes); default probe,finetune")
     parser.add_argument("--pretrain_flags", default="", help="extra pretrain flags (after the flagfile)")
     parser.add_argument("--finetune_flags", default="", help="extra finetune flags (after the flagfile)")
     parser.add_argument("--out", default=None, help="default runs/evidence/<dataset>")
@@ -149,14 +164,14 @@ def main():
     elif args.dataset == "camera_slow":
         build_camera(data, **SLOW_CAMERA)
     train_flags, test_flags = data_flags(args.dataset, data)
-    unknown = sorted(set(args.arms.split(",")) - set(ARMS))
-    if unknown:
-        parser.error(f"--arms: unknown {unknown}; valid: {sorted(ARMS)}")
+    try:
+        arms = select_arms(args.arms)
+    except ValueError as e:
+        parser.error(str(e))
     try:
         seeds = [int(s) for s in args.seeds.split(",")]
     except ValueError:
         parser.error(f"--seeds={args.seeds}: give comma-separated integers, e.g. 0,1,2")
-    arms = [arm for name in args.arms.split(",") for arm in ARMS[name]]
     os.makedirs(out, exist_ok=True)
 
     runs, start = [], time.perf_counter()

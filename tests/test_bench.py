@@ -177,3 +177,15 @@ def test_evidence_builds_the_slow_camera_benchmark_with_the_flags_the_readme_giv
     defaults = camera.CameraConfig(data_dir="d", output_dir="o")
     assert (built[1].speed, built[1].angular_speed) == (defaults.speed, defaults.angular_speed)
     assert built[0].output_dir.endswith("slow") and built[0].data_dir == evidence.SHARED_DATA
+
+
+def test_evidence_vdim_arm_runs_the_vdim_probe_alone_and_each_arm_once():
+    evidence = _bench("evidence")
+    names = lambda arms: [(mode, init) for mode, init, _, _ in arms]
+    assert names(evidence.select_arms("vdim")) == [("probe", "VDIM")]
+    assert names(evidence.select_arms("probe,vdim")) == [("probe", "VDIM"), ("probe", "random"),
+                                                         ("probe", "single frame")]
+    assert names(evidence.select_arms("vdim,finetune")) == [("probe", "VDIM"), ("fine-tune", "VDIM"),
+                                                            ("fine-tune", "random")]
+    with pytest.raises(ValueError, match="unknown \\['linear'\\]"):
+        evidence.select_arms("probe,linear")
