@@ -9,7 +9,7 @@ shipped, not a copy of it:
   2. `finetune` arms, each from the VDIM encoder and from random initialisation: the frozen-encoder
      probe (`--freeze_encoder`, the paper's MLP on frozen φ_g∘Ψ) and full fine-tuning; plus the
      single-frame probe (`--single_frame`: the encoder sees one repeated frame per view, so it
-     cannot see motion);
+     cannot see motion); `--arms=vdim` runs the VDIM probe alone, to compare pretraining recipes;
   3. `evaluate` of every arm on the held-out test videos: video top-1 of the arm, the linear
      protocol on the same frozen features (logistic regression on standardised φ_g∘Ψ features,
      `linear_phi_top1`) and retrieval R@1.
@@ -21,7 +21,7 @@ with slower cameras (`--speed=0.5,1.5 --angular_speed=0.5,1.5`: harder), or `syn
 demo's generated motion classes. Prints a table of means and
 standard deviations over the seeds and writes every figure to `--out/evidence.json`.
 
-    python bench/evidence.py --dataset motion [--seeds 0,1,2] [--arms probe,finetune|vdim]
+    python bench/evidence.py --dataset motion [--seeds 0,1,2] [--arms probe,finetune]
                              [--pretrain_flags "..."] [--finetune_flags "..."] [--out DIR]
 """
 
@@ -157,13 +157,7 @@ def main():
     args = parser.parse_args()
     data = os.path.abspath(args.data or os.path.join(REPO, "data", args.dataset))
     out = os.path.abspath(args.out or os.path.join(REPO, "runs", "evidence", args.dataset))
-    if args.dataset == "motion":
-        build_motion(data)
-    elif args.dataset == "camera":
-        build_camera(data)
-    elif args.dataset == "camera_slow":
-        build_camera(data, **SLOW_CAMERA)
-    train_flags, test_flags = data_flags(args.dataset, data)
+    # Flags first: a typo is refused before a dataset is built.
     try:
         arms = select_arms(args.arms)
     except ValueError as e:
@@ -172,6 +166,13 @@ def main():
         seeds = [int(s) for s in args.seeds.split(",")]
     except ValueError:
         parser.error(f"--seeds={args.seeds}: give comma-separated integers, e.g. 0,1,2")
+    if args.dataset == "motion":
+        build_motion(data)
+    elif args.dataset == "camera":
+        build_camera(data)
+    elif args.dataset == "camera_slow":
+        build_camera(data, **SLOW_CAMERA)
+    train_flags, test_flags = data_flags(args.dataset, data)
     os.makedirs(out, exist_ok=True)
 
     runs, start = [], time.perf_counter()

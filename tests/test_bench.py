@@ -189,3 +189,17 @@ def test_evidence_vdim_arm_runs_the_vdim_probe_alone_and_each_arm_once():
                                                             ("fine-tune", "random")]
     with pytest.raises(ValueError, match="unknown \\['linear'\\]"):
         evidence.select_arms("probe,linear")
+
+
+@pytest.mark.parametrize("flags, message", [(["--arms=probe,linear"], "unknown ['linear']"),
+                                            (["--seeds=0,one"], "--seeds=0,one: give comma-separated integers")])
+def test_evidence_refuses_a_bad_flag_before_building_any_data(tmp_path, monkeypatch, capsys, flags, message):
+    evidence = _bench("evidence")
+    built = []
+    monkeypatch.setattr(evidence, "build_camera", lambda folder, **settings: built.append(folder))
+    monkeypatch.setattr(sys, "argv", ["evidence.py", "--dataset=camera", f"--data={tmp_path / 'camera'}",
+                                      f"--out={tmp_path / 'out'}", *flags])
+    with pytest.raises(SystemExit) as exit_:
+        evidence.main()
+    assert exit_.value.code == 2 and message in capsys.readouterr().err
+    assert built == [] and not (tmp_path / "out").exists()
