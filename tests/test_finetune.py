@@ -2,6 +2,7 @@
 the encoder, runs resume (in-process and after SIGKILL), and mixed-precision runs evaluate in float32."""
 
 import dataclasses
+import json
 import os
 import pathlib
 import signal
@@ -350,3 +351,59 @@ def test_training_accuracy_does_not_count_ties_at_the_top():
                           [0.0, 1.0, 2.0]])  # another class is higher: not a hit
     labels = tf.constant([0, 1, 2, 0, 1], tf.int64)
     np.testing.assert_array_equal(finetune.top1_hits(logits, labels).numpy(), [0, 1, 0, 0, 0])
+
+
+def _classifier_from_flags(*flag_args):
+    """`config_from_flags().classifier` of the finetune launcher for these flags (a subprocess: absl
+    flags are defined once per process), or the process's `CompletedProcess` when it fails."""
+    script = (
+        "import sys\n"
+        "from vdim_tf.launch import finetune as f\n"
+        "f.FLAGS(['finetune', *sys.argv[1:]])\n"
+        "try:\n"
+        "    c = f.config_from_flags().classifier\n"
+        "except ValueError as e:\n"
+        "    sys.exit(f'error: {e}')\n"
+        "print(c.encoder_preset, c.embedding_dim, c.block_batch_norm)\n"
+    )
+    return subprocess.run([sys.executable, "-c", script, *flag_args], cwd=REPO_ROOT, capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(REPO_ROOT), "TF_CPP_MIN_LOG_LEVEL": "2"}, timeout=120)
+
+
+def test_model_flags_left_unset_follow_the_pretrained_run(tiny_synthetic, pretrained_run, tmp_path):
+    """The pretrained run records preset cpu and embedding 32: a finetune command that names only
+    --pretrained gets them (not the paper preset's 512, which would be refused on load); flags
+    given keep their values, and the load then names the mismatch; without --pretrained the
+    defaults stay the paper's."""
+    common = [f"--train_data={tiny_synthetic / 'train' / '*.tfrecord'}", f"--model_dir={tmp_path / 'run'}",
+              "--train_steps=2"]
+
+    inferred = _classifier_from_flags(*common, f"--pretrained={pretrained_run}")
+    given = _classifier_from_flags(*common, f"--pretrained={pretrained_run}", "--embedding_dim=64",
+                                   "--block_batch_norm")
+    random_start = _classifier_from_flags(*common)
+    missing = _classifier_from_flags(*common, f"--pretrained={tmp_path / 'nowhere'}")
+
+    assert inferred.returncode == 0, inferred.stderr[-2000:]
+    assert inferred.stdout.split() == ["cpu", "32", "False"]
+    assert given.returncode == 0, given.stderr[-2000:]
+    assert given.stdout.split() == ["cpu", "64", "True"]
+    assert random_start.returncode == 0, random_start.stderr[-2000:]
+    assert random_start.stdout.split() == ["paper", "512", "False"]
+    assert missing.returncode == 1 and "nowhere" in missing.stderr and "Traceback" not in missing.stderr
+
+
+def test_finetune_of_a_pretrained_run_needs_no_model_flags(tiny_synthetic, pretrained_run, tmp_path):
+    """End to end: `finetune --pretrained=RUN` without --encoder or --embedding_dim trains from
+    the run's encoder (embedding 32, CPU preset)."""
+    out = subprocess.run(
+        [sys.executable, "-m", "vdim_tf.launch.finetune", f"--pretrained={pretrained_run}", "--freeze_encoder",
+         "--hidden_units=32", "--num_views=2", "--batch_size=4", "--decay_every=0", "--train_steps=2",
+         f"--train_data={tiny_synthetic / 'train' / '*.tfrecord'}", f"--model_dir={tmp_path / 'run'}"],
+        cwd=REPO_ROOT, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": str(REPO_ROOT)},
+        capture_output=True, text=True, timeout=300)
+
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "done: step 2" in out.stdout
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert (saved["classifier"]["encoder_preset"], saved["classifier"]["embedding_dim"]) == ("cpu", 32), saved

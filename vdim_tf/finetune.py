@@ -215,6 +215,32 @@ def _pretrained_paths(path):
     return config_path, prefix
 
 
+def _read_pretrained(path, note_version=True):
+    """(the `model` section of a pretraining run's config.json, its checkpoint prefix)."""
+    config_path, prefix = _pretrained_paths(path)
+    with open(config_path) as f:
+        saved = json.load(f)
+    if note_version:
+        loop.note_other_version(saved, path)
+    if saved.get("kind", "pretrain") != "pretrain" or "model" not in saved:
+        raise PretrainedError(f"--pretrained={path}: {config_path} is not a VDIM pretraining run")
+    return saved["model"], prefix
+
+
+def pretrained_model_settings(path):
+    """What a classifier must share with the pretraining run at `path`, as that run recorded it.
+
+    Returns:
+      dict with `encoder_preset`, `embedding_dim` and `block_batch_norm` (those the run recorded).
+
+    Raises:
+      PretrainedError: the path has no checkpoint or config, or is not a pretraining run.
+    """
+    model_config, _ = _read_pretrained(path, note_version=False)
+    keys = ("encoder_preset", "embedding_dim", "block_batch_norm")
+    return {key: model_config[key] for key in keys if key in model_config}
+
+
 def load_pretrained(classifier, path):
     """Copies Ψ and φ_g from a VDIM pretraining run into `classifier` (already built).
 
@@ -222,13 +248,7 @@ def load_pretrained(classifier, path):
       PretrainedError: the path has no checkpoint or config, or the run's encoder preset,
         embedding size or heads do not match the classifier.
     """
-    config_path, prefix = _pretrained_paths(path)
-    with open(config_path) as f:
-        saved = json.load(f)
-    loop.note_other_version(saved, path)
-    if saved.get("kind", "pretrain") != "pretrain" or "model" not in saved:
-        raise PretrainedError(f"--pretrained={path}: {config_path} is not a VDIM pretraining run")
-    model_config = saved["model"]
+    model_config, prefix = _read_pretrained(path)
     for key, mine in (("encoder_preset", classifier.encoder_preset), ("embedding_dim", classifier.embedding_dim),
                       ("block_batch_norm", classifier.block_batch_norm)):
         if model_config.get(key) != mine:

@@ -27,14 +27,15 @@ from vdim_tf.launch import flags as vflags
 vflags.define_run_flags()
 vflags.define_data_flags(test_data=True)
 vflags.define_augment_flags(color_mode="lab")
-flags.DEFINE_enum("encoder", "paper", ["paper", "cpu"], "Encoder preset; must match --pretrained's.")
+flags.DEFINE_enum("encoder", None, ["paper", "cpu"], "Encoder preset; must match --pretrained's. Default: "
+                  "--pretrained's, else paper.")
 flags.DEFINE_integer("embedding_dim", None, "Output size of φ_g (paper: 512); must match --pretrained's. "
-                     "Default: 512 paper, 128 cpu.")
+                     "Default: --pretrained's, else 512 paper, 128 cpu.")
 flags.DEFINE_string("pretrained", None, "Pretraining run folder or checkpoint prefix. Default: none, the "
                     "encoder starts at random (the baseline).")
 flags.DEFINE_bool("freeze_encoder", False, "Train only the classifier on frozen φ_g∘Ψ features (probe).")
-flags.DEFINE_bool("block_batch_norm", False, "Batch norm inside residual blocks; must match --pretrained's "
-                  "(AMDIM: off).")
+flags.DEFINE_bool("block_batch_norm", None, "Batch norm inside residual blocks; must match --pretrained's "
+                  "(AMDIM: off). Default: --pretrained's, else off.")
 flags.DEFINE_bool("single_frame", False, "Baseline: the encoder sees each view's first frame repeated "
                   "over time, so it cannot use motion.")
 flags.DEFINE_integer("num_views", 4, "K views per example at offsets 0, T, 2T, ... (paper §4.1: 1-4; "
@@ -68,7 +69,11 @@ def config_from_flags():
     if test_data is None and FLAGS.train_data == "synthetic":
         test_data = os.path.join(FLAGS.synthetic_dir, "test", "*.tfrecord")
     labels = finetune.read_labels(FLAGS.labels_file or finetune.labels_file_for(train_data))
-    preset = get_preset(FLAGS.encoder)
+    # Unset model flags follow the pretrained run's config.json; a flag given and differing from it
+    # is refused when the run is loaded, naming both values.
+    saved = finetune.pretrained_model_settings(FLAGS.pretrained) if FLAGS.pretrained else {}
+    encoder = FLAGS.encoder or saved.get("encoder_preset", "paper")
+    preset = get_preset(encoder)
     return finetune.FinetuneConfig(
         train_data=train_data,
         test_data=test_data,
@@ -78,18 +83,19 @@ def config_from_flags():
         label_names=labels,
         pretrained=FLAGS.pretrained,
         classifier=finetune.ClassifierConfig(
-            encoder_preset=FLAGS.encoder,
-            embedding_dim=FLAGS.embedding_dim or (512 if FLAGS.encoder == "paper" else 128),
+            encoder_preset=encoder,
+            embedding_dim=FLAGS.embedding_dim or saved.get("embedding_dim") or (512 if encoder == "paper" else 128),
             num_views=FLAGS.num_views,
             hidden_units=FLAGS.hidden_units,
             dropout=FLAGS.dropout,
             freeze_encoder=FLAGS.freeze_encoder,
             single_frame=FLAGS.single_frame,
-            block_batch_norm=FLAGS.block_batch_norm,
+            block_batch_norm=(FLAGS.block_batch_norm if FLAGS.block_batch_norm is not None
+                              else saved.get("block_batch_norm", False)),
         ),
         final_length=FLAGS.final_length or preset.frames,
         factor=FLAGS.factor,
-        augment=vflags.augment_config(),
+        augment=vflags.augment_config(encoder),
         learning_rate=FLAGS.learning_rate,
         decay_every=FLAGS.decay_every,
         decay_factor=FLAGS.decay_factor,

@@ -191,9 +191,10 @@ def view_config():
         ) from None
 
 
-def augment_config():
+def augment_config(encoder=None):
+    """The augmentation flags; crops default to the side of `encoder`'s preset (default: --encoder)."""
     return augment_lib.AugmentConfig(
-        output_size=FLAGS.image_size or get_preset(FLAGS.encoder).size,
+        output_size=FLAGS.image_size or get_preset(encoder or FLAGS.encoder).size,
         crop_scale=_floats("crop_scale", FLAGS.crop_scale, 2),
         crop_aspect_ratio=_floats("crop_aspect_ratio", FLAGS.crop_aspect_ratio, 2),
         flip_probability=FLAGS.flip_probability,
