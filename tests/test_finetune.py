@@ -407,3 +407,26 @@ def test_finetune_of_a_pretrained_run_needs_no_model_flags(tiny_synthetic, pretr
     assert "done: step 2" in out.stdout
     saved = json.loads((tmp_path / "run" / "config.json").read_text())
     assert (saved["classifier"]["encoder_preset"], saved["classifier"]["embedding_dim"]) == ("cpu", 32), saved
+
+
+def test_resumed_finetune_takes_unset_model_flags_from_its_own_record(tiny_synthetic, pretrained_run, tmp_path):
+    """A fine-tuning run resumes without its pretrained run (moved or deleted since): the model
+    flags it left unset come from its own config.json, not the paper preset's defaults."""
+    import shutil
+
+    pretrained = tmp_path / "pretrain"
+    shutil.copytree(pretrained_run, pretrained)
+    args = [sys.executable, "-m", "vdim_tf.launch.finetune", "--freeze_encoder", "--hidden_units=32",
+            "--num_views=2", "--batch_size=4", "--decay_every=0", "--checkpoint_every=2",
+            f"--train_data={tiny_synthetic / 'train' / '*.tfrecord'}", f"--model_dir={tmp_path / 'run'}"]
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": str(REPO_ROOT)}
+    first = subprocess.run([*args, f"--pretrained={pretrained}", "--train_steps=2"], cwd=REPO_ROOT, env=env,
+                           capture_output=True, text=True, timeout=300)
+    assert first.returncode == 0, first.stderr[-2000:]
+    shutil.rmtree(pretrained)
+
+    resumed = subprocess.run([*args, f"--pretrained={pretrained}", "--train_steps=4"], cwd=REPO_ROOT, env=env,
+                             capture_output=True, text=True, timeout=300)
+
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "done: step 4" in resumed.stdout

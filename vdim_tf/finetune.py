@@ -241,6 +241,18 @@ def pretrained_model_settings(path):
     return {key: model_config[key] for key in keys if key in model_config}
 
 
+def recorded_model_settings(model_dir):
+    """`pretrained_model_settings`' keys as a fine-tuning run in `model_dir` recorded them, or {}
+    when it has no checkpoint or record yet (a resumed run needs no pretrained run: it may have moved)."""
+    path = os.path.join(model_dir, CONFIG_FILE)
+    if loop.latest_checkpoint(model_dir) is None or not os.path.exists(path):
+        return {}
+    with open(path) as f:
+        classifier = json.load(f).get("classifier") or {}
+    keys = ("encoder_preset", "embedding_dim", "block_batch_norm")
+    return {key: classifier[key] for key in keys if key in classifier}
+
+
 def load_pretrained(classifier, path):
     """Copies Ψ and φ_g from a VDIM pretraining run into `classifier` (already built).
 

@@ -69,9 +69,12 @@ def config_from_flags():
     if test_data is None and FLAGS.train_data == "synthetic":
         test_data = os.path.join(FLAGS.synthetic_dir, "test", "*.tfrecord")
     labels = finetune.read_labels(FLAGS.labels_file or finetune.labels_file_for(train_data))
-    # Unset model flags follow the pretrained run's config.json; a flag given and differing from it
-    # is refused when the run is loaded, naming both values.
-    saved = finetune.pretrained_model_settings(FLAGS.pretrained) if FLAGS.pretrained else {}
+    # Unset model flags follow this run's own record when it resumes (its pretrained run may have
+    # moved), else the pretrained run's config.json; a flag given and differing from the pretrained
+    # run is refused when it is loaded, naming both values.
+    saved = finetune.recorded_model_settings(FLAGS.model_dir)
+    if not saved and FLAGS.pretrained:
+        saved = finetune.pretrained_model_settings(FLAGS.pretrained)
     encoder = FLAGS.encoder or saved.get("encoder_preset", "paper")
     preset = get_preset(encoder)
     return finetune.FinetuneConfig(
