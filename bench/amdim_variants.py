@@ -11,11 +11,20 @@ with the settings below (the demo's earlier recipe, batch 8, views 24 frames apa
 
 Prints pretraining loss and NCE accuracy at the end, and the probe's held-out video top-1 and
 retrieval R@1, per variant; writes them to `--out/amdim_variants.json`.
+
+    python bench/amdim_variants.py launch VARIANT LAUNCHER [flags...]
+
+runs one of the project's launchers (`pretrain`, `finetune`, `evaluate`, ...) with the variant
+patched in, as `python -m vdim_tf.launch.LAUNCHER [flags...]` would: how `bench/evidence.py
+--variant` compares the variants on real video through the demo's flagfiles. The checkpoints are the
+same layers either way, so a run must be fine-tuned and evaluated with the variant it was
+pretrained with.
 """
 
 import argparse
 import json
 import os
+import runpy
 import sys
 import time
 
@@ -103,7 +112,23 @@ def use_variant(name):
         setattr(getattr(blocks, cls), method, VARIANTS[name].get(key, today))
 
 
+LAUNCHERS = ("pretrain", "finetune", "evaluate", "export", "predict")
+
+
+def launch(argv):
+    """`launch VARIANT LAUNCHER [flags...]`: the launcher's main with the variant patched in."""
+    if len(argv) < 2 or argv[0] not in VARIANTS or argv[1] not in LAUNCHERS:
+        sys.exit(f"usage: amdim_variants.py launch VARIANT LAUNCHER [flags...], VARIANT one of "
+                 f"{','.join(VARIANTS)}, LAUNCHER one of {','.join(LAUNCHERS)}; got {' '.join(argv) or 'nothing'}")
+    variant, launcher, flags = argv[0], argv[1], argv[2:]
+    use_variant(variant)
+    sys.argv = [f"vdim_tf.launch.{launcher}", *flags]
+    runpy.run_module(f"vdim_tf.launch.{launcher}", run_name="__main__", alter_sys=True)
+
+
 def main():
+    if sys.argv[1:2] == ["launch"]:
+        return launch(sys.argv[2:])
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--variants", default=",".join(VARIANTS))
     parser.add_argument("--seed", type=int, default=0)

@@ -21,8 +21,14 @@ with slower cameras (`--speed=0.5,1.5 --angular_speed=0.5,1.5`: harder), or `syn
 demo's generated motion classes. Prints a table of means and
 standard deviations over the seeds and writes every figure to `--out/evidence.json`.
 
+`--pretrain_from=DIR` probes the pretrainings of an earlier `--out` (its `seed<N>/pretrain`) instead
+of pretraining again, to compare fine-tuning settings (`--finetune_flags`) on the same encoders.
+`--variant` runs every launcher with one of `bench/amdim_variants.py`'s encoder variants patched in
+(e.g. AMDIM's residual-unit order): pretraining, fine-tuning and evaluation alike.
+
     python bench/evidence.py --dataset motion [--seeds 0,1,2] [--arms probe,finetune]
                              [--pretrain_flags "..."] [--finetune_flags "..."] [--out DIR]
+                             [--pretrain_from DIR] [--variant today|amdim_residual|reflect_pad]
 """
 
 import argparse
@@ -63,11 +69,24 @@ def select_arms(names):
     return arms
 
 
-def run(command, log):
-    """Runs a launcher (`python -m vdim_tf.launch.<command[0]>`), its output to `log`."""
+# `bench/amdim_variants.py`'s encoder variants; "today" is the package as it is.
+VARIANTS = ("today", "amdim_residual", "reflect_pad")
+
+
+def launcher_command(command, variant="today"):
+    """The command line of launcher `command[0]` with flags `command[1:]`: `python -m
+    vdim_tf.launch.<name>`, or through `bench/amdim_variants.py launch` with `variant` patched in."""
+    if variant == "today":
+        return [sys.executable, "-m", f"vdim_tf.launch.{command[0]}", *command[1:]]
+    return [sys.executable, os.path.join(REPO, "bench", "amdim_variants.py"), "launch", variant, *command]
+
+
+def run(command, log, variant="today"):
+    """Runs a launcher (`python -m vdim_tf.launch.<command[0]>`, or with `variant` patched in), its
+    output to `log`."""
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": REPO}
     with open(log, "w") as f:
-        result = subprocess.run([sys.executable, "-m", f"vdim_tf.launch.{command[0]}", *command[1:]], cwd=REPO,
+        result = subprocess.run(launcher_command(command, variant), cwd=REPO,
                                 env=env, stdout=f, stderr=subprocess.STDOUT)
     if result.returncode:
         with open(log) as f:
@@ -137,6 +156,23 @@ def pretraining_record(pretrain_dir):
     return step, record[step]
 
 
+def pretrain_run(out, seed):
+    """The pretraining of `seed` under an evidence `--out`."""
+    return os.path.join(os.path.abspath(out), f"seed{seed}", "pretrain")
+
+
+VARIANT_FILE = "pretrain_variant.txt"  # the encoder variant a seed's pretraining ran with
+
+
+def recorded_variant(out, seed):
+    """The `--variant` the pretraining of `seed` under `out` ran with; None where not recorded."""
+    try:
+        with open(os.path.join(os.path.abspath(out), f"seed{seed}", VARIANT_FILE)) as f:
+            return f.read().strip()
+    except OSError:
+        return None
+
+
 def summarise(values):
     values = np.array(values, dtype=float)
     return float(values.mean()), float(values.std(ddof=1)) if len(values) > 1 else 0.0
@@ -154,6 +190,10 @@ def main():
     parser.add_argument("--pretrain_flags", default="", help="extra pretrain flags (after the flagfile)")
     parser.add_argument("--finetune_flags", default="", help="extra finetune flags (after the flagfile)")
     parser.add_argument("--out", default=None, help="default runs/evidence/<dataset>")
+    parser.add_argument("--pretrain_from", default=None, help="an earlier --out whose seed<N>/pretrain runs are "
+                        "probed instead of pretraining again (to compare --finetune_flags on the same encoders)")
+    parser.add_argument("--variant", choices=VARIANTS, default="today", help="an encoder variant of "
+                        "bench/amdim_variants.py patched into every launcher (default today: the package as it is)")
     args = parser.parse_args()
     data = os.path.abspath(args.data or os.path.join(REPO, "data", args.dataset))
     out = os.path.abspath(args.out or os.path.join(REPO, "runs", "evidence", args.dataset))
@@ -166,6 +206,19 @@ def main():
         seeds = [int(s) for s in args.seeds.split(",")]
     except ValueError:
         parser.error(f"--seeds={args.seeds}: give comma-separated integers, e.g. 0,1,2")
+    if args.pretrain_from:
+        if args.pretrain_flags:
+            parser.error("--pretrain_flags with --pretrain_from: the pretrainings are not run again, so the flags "
+                         "would be ignored")
+        missing = [s for s in seeds if not os.path.isdir(pretrain_run(args.pretrain_from, s))]
+        if missing:
+            parser.error(f"--pretrain_from={args.pretrain_from}: no pretraining of seed(s) "
+                         f"{','.join(map(str, missing))} there (expected {pretrain_run(args.pretrain_from, missing[0])})")
+        for seed in seeds:
+            pretrained_variant = recorded_variant(args.pretrain_from, seed)
+            if pretrained_variant not in (None, args.variant):
+                parser.error(f"--variant={args.variant}: seed {seed} of {args.pretrain_from} was pretrained with "
+                             f"--variant={pretrained_variant}; probe it with the same encoder")
     if args.dataset == "motion":
         build_motion(data)
     elif args.dataset == "camera":
@@ -179,24 +232,33 @@ def main():
     for seed in seeds:
         root = os.path.join(out, f"seed{seed}")
         os.makedirs(root, exist_ok=True)
-        pretrain_dir = os.path.join(root, "pretrain")
-        t0 = time.perf_counter()
-        run(["pretrain", "--flagfile=configs/demo_pretrain.cfg", *train_flags, f"--seed={seed}",
-             f"--model_dir={pretrain_dir}", *shlex.split(args.pretrain_flags)], os.path.join(root, "pretrain.log"))
-        pretrain_seconds = time.perf_counter() - t0
+        if args.pretrain_from:
+            pretrain_dir, pretrain_seconds = pretrain_run(args.pretrain_from, seed), None
+        else:
+            pretrain_dir = os.path.join(root, "pretrain")
+            t0 = time.perf_counter()
+            run(["pretrain", "--flagfile=configs/demo_pretrain.cfg", *train_flags, f"--seed={seed}",
+                 f"--model_dir={pretrain_dir}", *shlex.split(args.pretrain_flags)], os.path.join(root, "pretrain.log"),
+                args.variant)
+            pretrain_seconds = time.perf_counter() - t0
+            with open(os.path.join(root, VARIANT_FILE), "w") as f:
+                f.write(args.variant + "\n")
         # The run's own record of its steps and training time (summed over resumed runs); the wall
         # time is this invocation's (a rerun of a finished pretraining: start-up only).
         pretrain_steps, training_seconds = pretraining_record(pretrain_dir)
         trained = "an unrecorded time" if training_seconds is None else f"{training_seconds:.0f} s"
-        print(f"seed {seed}: pretraining reached step {pretrain_steps} after {trained} "
-              f"of training; this invocation took {pretrain_seconds:.0f} s", flush=True)
+        took = (f"from {pretrain_dir}" if pretrain_seconds is None
+                else f"this invocation took {pretrain_seconds:.0f} s")
+        print(f"seed {seed}: pretraining reached step {pretrain_steps} after {trained} of training; {took}",
+              flush=True)
         for mode, init, flags, pretrained in arms:
             name = f"{mode}_{init}".replace(" ", "_").replace("-", "")
             model_dir = os.path.join(root, name)
             run(["finetune", "--flagfile=configs/demo_finetune.cfg", *train_flags, *test_flags, f"--seed={seed}",
                  f"--model_dir={model_dir}", *([f"--pretrained={pretrain_dir}"] if pretrained else []), *flags,
-                 *shlex.split(args.finetune_flags)], os.path.join(root, f"{name}.log"))
-            run(["evaluate", f"--model_dir={model_dir}", "--projector_videos=0"], os.path.join(root, f"{name}_eval.log"))
+                 *shlex.split(args.finetune_flags)], os.path.join(root, f"{name}.log"), args.variant)
+            run(["evaluate", f"--model_dir={model_dir}", "--projector_videos=0"], os.path.join(root, f"{name}_eval.log"),
+                args.variant)
             with open(os.path.join(model_dir, "results.json")) as f:
                 r = json.load(f)
             row = {"seed": seed, "protocol": mode, "init": init, "video_top1": r["video_top1"],
@@ -209,9 +271,13 @@ def main():
                   f"linear φ top-1 {row.get('linear_phi_top1', float('nan')):.3f}  R@1 {row['R@1']:.3f}", flush=True)
 
     chance = runs[0]["chance"]
+    walls = [r["pretrain_seconds"] for r in runs if r["pretrain_seconds"] is not None]
+    pretraining = (f"pretraining {np.mean(walls):.0f} s per seed (this invocation)" if walls
+                   else f"the pretrainings of {args.pretrain_from}")
+    extra = [f"{name} {value}" for name, value in (("pretrain", args.pretrain_flags), ("finetune", args.finetune_flags))
+             if value] + ([f"variant {args.variant}"] if args.variant != "today" else [])
     print(f"\n{args.dataset} held-out test videos, seeds {args.seeds}; demo flagfiles"
-          f"{' + ' + args.pretrain_flags if args.pretrain_flags else ''}; chance top-1 = {chance:.3f}; "
-          f"pretraining {np.mean([r['pretrain_seconds'] for r in runs]):.0f} s per seed (this invocation), steps "
+          f"{' + ' + '; '.join(extra) if extra else ''}; chance top-1 = {chance:.3f}; {pretraining}, steps "
           f"reached {sorted({r['pretrain_steps'] for r in runs}, key=str)}")
     print("| protocol | initialisation | video top-1 (mean ± sd) | linear φ top-1 (mean ± sd) | R@1 (mean ± sd) | per seed top-1 |")
     print("|---|---|---|---|---|---|")

@@ -4,6 +4,7 @@ against itself (the figures themselves go in the README)."""
 
 import importlib.util
 import math
+import os
 import pathlib
 import re
 import subprocess
@@ -203,3 +204,102 @@ def test_evidence_refuses_a_bad_flag_before_building_any_data(tmp_path, monkeypa
         evidence.main()
     assert exit_.value.code == 2 and message in capsys.readouterr().err
     assert built == [] and not (tmp_path / "out").exists()
+
+
+def _fake_launchers(evidence, monkeypatch, calls):
+    """Records every launcher call of `evidence.main` instead of running it; `evaluate` writes the
+    results a run of it would."""
+    import json
+
+    def run(command, log, variant="today"):
+        calls.append((command, variant))
+        if command[0] == "evaluate":
+            model_dir = next(flag.split("=", 1)[1] for flag in command if flag.startswith("--model_dir="))
+            os.makedirs(model_dir, exist_ok=True)
+            with open(os.path.join(model_dir, "results.json"), "w") as f:
+                json.dump({"video_top1": 0.5, "retrieval": {"R@1": 0.25}, "chance": 1 / 6,
+                           "linear_probe": {"phi": {"top1": 0.75}}}, f)
+    monkeypatch.setattr(evidence, "run", run)
+
+
+def test_evidence_pretrain_from_probes_the_earlier_pretrainings_without_pretraining_again(tmp_path, monkeypatch):
+    evidence = _bench("evidence")
+    earlier = tmp_path / "earlier"
+    for seed in (0, 1):
+        (earlier / f"seed{seed}" / "pretrain").mkdir(parents=True)
+        (earlier / f"seed{seed}" / evidence.VARIANT_FILE).write_text("today\n")
+    calls = []
+    _fake_launchers(evidence, monkeypatch, calls)
+    monkeypatch.setattr(sys, "argv", ["evidence.py", "--dataset=synthetic", f"--data={tmp_path / 'data'}",
+                                      f"--out={tmp_path / 'out'}", "--seeds=0,1", "--arms=vdim",
+                                      f"--pretrain_from={earlier}", "--finetune_flags=--learning_rate=1e-3"])
+    evidence.main()
+
+    assert [command[0] for command, _ in calls] == ["finetune", "evaluate", "finetune", "evaluate"]
+    finetunes = [command for command, _ in calls if command[0] == "finetune"]
+    for seed, command in enumerate(finetunes):
+        assert f"--pretrained={earlier / f'seed{seed}' / 'pretrain'}" in command
+        assert command[-1] == "--learning_rate=1e-3" and f"--model_dir={tmp_path / 'out' / f'seed{seed}' / 'probe_VDIM'}" in command
+    assert not (tmp_path / "out" / "seed0" / "pretrain").exists()
+    import json
+    record = json.loads((tmp_path / "out" / "evidence.json").read_text())
+    assert [r["pretrain_seconds"] for r in record["runs"]] == [None, None]
+    assert record["summary"]["probe|VDIM"]["video_top1"] == [0.5, 0.0]
+
+
+@pytest.mark.parametrize("setup, flags, message", [
+    ("none", [], "no pretraining of seed(s) 1 there"),
+    ("both", ["--pretrain_flags=--batch_size=8"], "--pretrain_flags with --pretrain_from"),
+    ("both", ["--variant=amdim_residual"], "was pretrained with --variant=today"),
+])
+def test_evidence_pretrain_from_refuses_what_it_cannot_honour(tmp_path, monkeypatch, capsys, setup, flags, message):
+    evidence = _bench("evidence")
+    earlier = tmp_path / "earlier"
+    for seed in (0, 1) if setup == "both" else (0,):
+        (earlier / f"seed{seed}" / "pretrain").mkdir(parents=True)
+        (earlier / f"seed{seed}" / evidence.VARIANT_FILE).write_text("today\n")
+    calls = []
+    _fake_launchers(evidence, monkeypatch, calls)
+    monkeypatch.setattr(sys, "argv", ["evidence.py", "--dataset=synthetic", f"--out={tmp_path / 'out'}",
+                                      "--seeds=0,1", f"--pretrain_from={earlier}", *flags])
+    with pytest.raises(SystemExit) as exit_:
+        evidence.main()
+    assert exit_.value.code == 2 and message in capsys.readouterr().err
+    assert calls == [] and not (tmp_path / "out").exists()
+
+
+def test_evidence_variant_runs_every_launcher_with_the_variant_and_records_it(tmp_path, monkeypatch):
+    evidence = _bench("evidence")
+    calls = []
+    _fake_launchers(evidence, monkeypatch, calls)
+    monkeypatch.setattr(sys, "argv", ["evidence.py", "--dataset=synthetic", f"--out={tmp_path / 'out'}",
+                                      "--seeds=3", "--arms=vdim", "--variant=amdim_residual"])
+    evidence.main()
+
+    assert [(command[0], variant) for command, variant in calls] == [
+        ("pretrain", "amdim_residual"), ("finetune", "amdim_residual"), ("evaluate", "amdim_residual")]
+    assert evidence.recorded_variant(str(tmp_path / "out"), 3) == "amdim_residual"
+    command = evidence.launcher_command(["finetune", "--freeze_encoder"], "amdim_residual")
+    assert command[1:] == [str(REPO_ROOT / "bench" / "amdim_variants.py"), "launch", "amdim_residual", "finetune",
+                           "--freeze_encoder"]
+    assert evidence.launcher_command(["evaluate", "--model_dir=r"])[1:] == ["-m", "vdim_tf.launch.evaluate",
+                                                                          "--model_dir=r"]
+
+
+def test_amdim_variants_launch_patches_the_variant_in_before_the_launcher_runs(monkeypatch):
+    variants = _bench("amdim_variants")
+    from vdim_tf.models import blocks
+    seen = []
+    monkeypatch.setattr(variants.runpy, "run_module", lambda name, run_name, alter_sys: seen.append(
+        (name, list(sys.argv), blocks.ResidualBranch.call)))
+    monkeypatch.setattr(sys, "argv", list(sys.argv))
+    try:
+        variants.launch(["amdim_residual", "finetune", "--freeze_encoder"])
+    finally:
+        variants.use_variant("today")
+    assert seen == [("vdim_tf.launch.finetune", ["vdim_tf.launch.finetune", "--freeze_encoder"],
+                     variants.amdim_branch_call)]
+    assert blocks.ResidualBranch.call is variants.TODAY["ResidualBranch.call"]  # restored
+    for bad in (["no_such_variant", "pretrain"], ["amdim_residual", "train"], []):
+        with pytest.raises(SystemExit, match="usage: amdim_variants.py launch VARIANT LAUNCHER"):
+            variants.launch(bad)
