@@ -165,12 +165,14 @@ VARIANT_FILE = "pretrain_variant.txt"  # the encoder variant a seed's pretrainin
 
 
 def recorded_variant(out, seed):
-    """The `--variant` the pretraining of `seed` under `out` ran with; None where not recorded."""
+    """The `--variant` the pretraining of `seed` under `out` ran with: its record, else "today"
+    where a pretraining exists without one (runs from before `--variant` were all today's), else
+    None (no pretraining there yet)."""
     try:
         with open(os.path.join(os.path.abspath(out), f"seed{seed}", VARIANT_FILE)) as f:
             return f.read().strip()
     except OSError:
-        return None
+        return "today" if os.path.isdir(pretrain_run(out, seed)) else None
 
 
 def summarise(values):
@@ -214,11 +216,14 @@ def main():
         if missing:
             parser.error(f"--pretrain_from={args.pretrain_from}: no pretraining of seed(s) "
                          f"{','.join(map(str, missing))} there (expected {pretrain_run(args.pretrain_from, missing[0])})")
-        for seed in seeds:
-            pretrained_variant = recorded_variant(args.pretrain_from, seed)
-            if pretrained_variant not in (None, args.variant):
-                parser.error(f"--variant={args.variant}: seed {seed} of {args.pretrain_from} was pretrained with "
-                             f"--variant={pretrained_variant}; probe it with the same encoder")
+    # A pretraining is probed, or resumed, only with the encoder variant it was pretrained with: the
+    # checkpoints hold the same layers either way, so a mix-up would not fail, only mislead.
+    source = args.pretrain_from or out
+    for seed in seeds:
+        pretrained_variant = recorded_variant(source, seed)
+        if pretrained_variant not in (None, args.variant):
+            parser.error(f"--variant={args.variant}: seed {seed} of {source} was pretrained with "
+                         f"--variant={pretrained_variant}; use the same variant (or another --out)")
     if args.dataset == "motion":
         build_motion(data)
     elif args.dataset == "camera":
@@ -236,13 +241,13 @@ def main():
             pretrain_dir, pretrain_seconds = pretrain_run(args.pretrain_from, seed), None
         else:
             pretrain_dir = os.path.join(root, "pretrain")
+            with open(os.path.join(root, VARIANT_FILE), "w") as f:  # before it runs: an interrupted run resumes alike
+                f.write(args.variant + "\n")
             t0 = time.perf_counter()
             run(["pretrain", "--flagfile=configs/demo_pretrain.cfg", *train_flags, f"--seed={seed}",
                  f"--model_dir={pretrain_dir}", *shlex.split(args.pretrain_flags)], os.path.join(root, "pretrain.log"),
                 args.variant)
             pretrain_seconds = time.perf_counter() - t0
-            with open(os.path.join(root, VARIANT_FILE), "w") as f:
-                f.write(args.variant + "\n")
         # The run's own record of its steps and training time (summed over resumed runs); the wall
         # time is this invocation's (a rerun of a finished pretraining: start-up only).
         pretrain_steps, training_seconds = pretraining_record(pretrain_dir)

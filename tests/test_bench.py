@@ -299,7 +299,50 @@ def test_amdim_variants_launch_patches_the_variant_in_before_the_launcher_runs(m
         variants.use_variant("today")
     assert seen == [("vdim_tf.launch.finetune", ["vdim_tf.launch.finetune", "--freeze_encoder"],
                      variants.amdim_branch_call)]
-    assert blocks.ResidualBranch.call is variants.TODAY["ResidualBranch.call"]  # restored
+    # evidence.py names the variants without importing TensorFlow; they must be these.
+    assert _bench("evidence").VARIANTS == tuple(variants.VARIANTS)
     for bad in (["no_such_variant", "pretrain"], ["amdim_residual", "train"], []):
         with pytest.raises(SystemExit, match="usage: amdim_variants.py launch VARIANT LAUNCHER"):
             variants.launch(bad)
+
+
+def test_amdim_variants_launch_runs_the_real_launcher(tmp_path):
+    # The real runpy path, end to end: the launcher's own flag parsing and its one-line error.
+    result = subprocess.run([sys.executable, str(REPO_ROOT / "bench" / "amdim_variants.py"), "launch",
+                             "amdim_residual", "evaluate", f"--model_dir={tmp_path / 'no_run'}"],
+                            cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 1, result.stdout[-2000:] + result.stderr[-2000:]
+    assert "no_run" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("record", ["amdim_residual\n", None])
+def test_evidence_refuses_to_resume_a_seed_under_another_variant(tmp_path, monkeypatch, capsys, record):
+    # A seed folder pretrained (or interrupted) with one variant is not resumed with another; a
+    # pretraining without a record is from before --variant, hence today's.
+    evidence = _bench("evidence")
+    (tmp_path / "out" / "seed0" / "pretrain").mkdir(parents=True)
+    if record:
+        (tmp_path / "out" / "seed0" / evidence.VARIANT_FILE).write_text(record)
+    variant = "today" if record else "reflect_pad"
+    calls = []
+    _fake_launchers(evidence, monkeypatch, calls)
+    monkeypatch.setattr(sys, "argv", ["evidence.py", "--dataset=synthetic", f"--out={tmp_path / 'out'}",
+                                      "--seeds=0", "--arms=vdim", f"--variant={variant}"])
+    with pytest.raises(SystemExit) as exit_:
+        evidence.main()
+    recorded = record.strip() if record else "today"
+    assert exit_.value.code == 2 and f"was pretrained with --variant={recorded}" in capsys.readouterr().err
+    assert calls == []
+
+
+def test_evidence_records_the_variant_before_pretraining_so_an_interrupted_seed_keeps_it(tmp_path, monkeypatch):
+    evidence = _bench("evidence")
+
+    def interrupted(command, log, variant="today"):
+        sys.exit(f"{command[0]} failed (exit 143)")
+    monkeypatch.setattr(evidence, "run", interrupted)
+    monkeypatch.setattr(sys, "argv", ["evidence.py", "--dataset=synthetic", f"--out={tmp_path / 'out'}",
+                                      "--seeds=0", "--arms=vdim", "--variant=amdim_residual"])
+    with pytest.raises(SystemExit):
+        evidence.main()
+    assert evidence.recorded_variant(str(tmp_path / "out"), 0) == "amdim_residual"
