@@ -38,6 +38,23 @@ def test_no_warmup_and_no_decay_is_a_constant_rate():
     np.testing.assert_allclose(_rates(loop.WarmupStepDecay(1e-3, 0, 0), [0, 1, 10**6]), [1e-3] * 3, rtol=1e-7)
 
 
+def test_cosine_decay_holds_through_the_warmup_then_falls_to_zero_at_its_last_step():
+    schedule = loop.WarmupStepDecay(1e-3, warmup_steps=10, cosine_steps=110)
+    # Warm-up as without it; then 1e-3 · (1 + cos(π·(s - 10)/100)) / 2: a quarter of the way down
+    # at s = 35 (0.854), half at 60, zero at 110 and after.
+    np.testing.assert_allclose(
+        _rates(schedule, [0, 9, 10, 35, 60, 85, 110, 500]),
+        [1e-4, 1e-3, 1e-3, 1e-3 * (1 + np.cos(np.pi / 4)) / 2, 5e-4, 1e-3 * (1 - np.cos(np.pi / 4)) / 2, 0, 0],
+        rtol=1e-5, atol=1e-12)
+    rates = _rates(schedule, range(10, 111))
+    assert np.all(np.diff(rates) < 0), "the cosine part falls at every step"
+
+
+def test_cosine_decay_must_end_after_the_warmup():
+    with pytest.raises(ValueError, match="must end after the warm-up"):
+        loop.WarmupStepDecay(1e-3, warmup_steps=50, cosine_steps=50)
+
+
 def test_schedule_round_trips_through_keras_serialisation():
     schedule = loop.WarmupStepDecay(3e-4, warmup_steps=7, decay_every=11, decay_factor=0.25)
     again = keras.optimizers.schedules.deserialize(keras.optimizers.schedules.serialize(schedule))
@@ -53,6 +70,29 @@ def test_schedule_round_trips_through_keras_serialisation():
 
 def _schedule_of(optimizer):
     return keras.optimizers.schedules.deserialize(optimizer.get_config()["learning_rate"])
+
+
+@pytest.mark.parametrize("cosine_decay", [True, False])
+def test_pretraining_cosine_decay_ends_at_train_steps(tmp_path, cosine_decay):
+    config = trainer.PretrainConfig(
+        train_data="unused", model_dir=str(tmp_path), train_steps=900, batch_size=2,
+        model=trainer.ModelConfig(encoder_preset="cpu", embedding_dim=8, antecedent_layers=(6,),
+                                  consequent_layers=(6,)),
+        views=views_lib.ViewConfig.two_views(final_length=16), augment=augment_lib.AugmentConfig(output_size=64),
+        optim=trainer.OptimConfig(learning_rate=1e-3, warmup_steps=50, cosine_decay=cosine_decay),
+    )
+    _, optimizer = trainer.build_model(config, tf.distribute.get_strategy())
+    schedule = _schedule_of(optimizer)
+    expected = dict(peak=1e-3, warmup_steps=50, decay_every=0, decay_factor=0.5)
+    assert schedule.get_config() == ({**expected, "cosine_steps": 900} if cosine_decay else expected)
+    assert float(schedule(900)) == (0.0 if cosine_decay else pytest.approx(1e-3))
+
+
+def test_cosine_decay_needs_more_steps_than_the_warmup(tmp_path):
+    config = trainer.PretrainConfig(train_data="unused", model_dir=str(tmp_path), train_steps=50, batch_size=2,
+                                    optim=trainer.OptimConfig(warmup_steps=50, cosine_decay=True))
+    with pytest.raises(ValueError, match="train_steps=50, which must be more than warmup_steps=50"):
+        config.validate()
 
 
 def test_pretraining_optimizer_uses_the_schedule_with_its_warmup_and_decay(tmp_path):

@@ -84,24 +84,34 @@ def _write_training_time(model_dir, step, seconds, kept_steps):
 
 @keras.saving.register_keras_serializable(package="vdim_tf")
 class WarmupStepDecay(keras.optimizers.schedules.LearningRateSchedule):
-    """Linear warm-up from 0 to `peak` over `warmup_steps`, then `× decay_factor` every `decay_every`.
+    """Linear warm-up from 0 to `peak` over `warmup_steps`, then `× decay_factor` every `decay_every`,
+    and optionally a half-cosine decay to 0 at step `cosine_steps`.
 
     The one learning-rate schedule of pretraining (AMDIM's warm-up, optional decay) and of
     fine-tuning (paper §4.1: no warm-up, halved every N steps). At optimizer step `s` (0 for the
     first update) the rate is `peak · min(1, (s + 1) / warmup_steps) · decay_factor^⌊s /
-    decay_every⌋`; `warmup_steps=0` or `decay_every=0` leaves that factor out.
+    decay_every⌋ · cosine(s)`; `warmup_steps=0` or `decay_every=0` leaves that factor out. With
+    `cosine_steps=N > 0`, `cosine(s) = (1 + cos(π·p)) / 2` with `p = clip((s - w) / (N - w), 0, 1)`,
+    `w = warmup_steps`: 1 until the warm-up ends, then down to 0 at step N (SGDR / SimCLR's cosine
+    decay without restarts); 0 leaves it out.
 
     Example:
       >>> schedule = WarmupStepDecay(1e-3, warmup_steps=0, decay_every=3000, decay_factor=0.5)
       >>> round(float(schedule(3000)), 8)  # the first step of the second period: halved
       0.0005
+      >>> round(float(WarmupStepDecay(1e-3, warmup_steps=0, cosine_steps=100)(50)), 8)  # half way
+      0.0005
     """
 
-    def __init__(self, peak, warmup_steps, decay_every=0, decay_factor=0.5):
+    def __init__(self, peak, warmup_steps, decay_every=0, decay_factor=0.5, cosine_steps=0):
+        if cosine_steps and cosine_steps <= warmup_steps:
+            raise ValueError(f"cosine decay to step {cosine_steps} must end after the warm-up's "
+                             f"{warmup_steps} steps")
         self.peak = peak
         self.warmup_steps = warmup_steps
         self.decay_every = decay_every
         self.decay_factor = decay_factor
+        self.cosine_steps = cosine_steps
 
     def __call__(self, step):
         step = tf.cast(step, tf.float32)
@@ -110,11 +120,18 @@ class WarmupStepDecay(keras.optimizers.schedules.LearningRateSchedule):
             lr *= tf.minimum(1.0, (step + 1.0) / self.warmup_steps)
         if self.decay_every:
             lr *= tf.pow(self.decay_factor, tf.floor(step / self.decay_every))
+        if self.cosine_steps:
+            span = float(self.cosine_steps - self.warmup_steps)
+            done = tf.clip_by_value((step - self.warmup_steps) / span, 0.0, 1.0)
+            lr *= 0.5 * (1.0 + tf.cos(math.pi * done))
         return lr
 
     def get_config(self):
-        return dict(peak=self.peak, warmup_steps=self.warmup_steps, decay_every=self.decay_every,
-                    decay_factor=self.decay_factor)
+        config = dict(peak=self.peak, warmup_steps=self.warmup_steps, decay_every=self.decay_every,
+                      decay_factor=self.decay_factor)
+        if self.cosine_steps:  # configs saved before the option stay equal
+            config["cosine_steps"] = self.cosine_steps
+        return config
 
 
 def make_strategy(name):

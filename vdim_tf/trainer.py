@@ -52,6 +52,7 @@ class OptimConfig:
     warmup_steps: int = 500
     decay_every: int = 0
     decay_factor: float = 0.5
+    cosine_decay: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,6 +83,9 @@ class PretrainConfig:
         """Raises ValueError naming the setting, its value and what would be valid."""
         if self.train_steps < 1:
             raise ValueError(f"train_steps={self.train_steps}: must be >= 1")
+        if self.optim.cosine_decay and self.train_steps <= self.optim.warmup_steps:
+            raise ValueError(f"cosine_decay decays to 0 at train_steps={self.train_steps}, which must be more "
+                             f"than warmup_steps={self.optim.warmup_steps}")
         if not self.decoded_cache_gib >= 0:
             raise ValueError(f"decoded_cache_gib={self.decoded_cache_gib}: must be >= 0 (0: decode every epoch)")
         if not self.time_limit_minutes >= 0:
@@ -140,7 +144,8 @@ def build_model(config, strategy):
         model = VDIM(**dataclasses.asdict(config.model), name="vdim")
         model.build_for(config.views.final_length, config.augment.output_size)
         o = config.optim
-        schedule = loop.WarmupStepDecay(o.learning_rate, o.warmup_steps, o.decay_every, o.decay_factor)
+        schedule = loop.WarmupStepDecay(o.learning_rate, o.warmup_steps, o.decay_every, o.decay_factor,
+                                        cosine_steps=config.train_steps if o.cosine_decay else 0)
         optimizer = keras.optimizers.Adam(schedule, beta_1=o.beta_1, beta_2=o.beta_2, epsilon=o.epsilon)
         if config.precision == "mixed_float16":
             optimizer = keras.mixed_precision.LossScaleOptimizer(optimizer)

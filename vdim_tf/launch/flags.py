@@ -128,6 +128,8 @@ def define_optim_flags(learning_rate=2e-4):
     flags.DEFINE_integer("decay_every", 0, "Multiply the learning rate by --decay_factor every this many "
                          "steps; 0 = no decay.")
     flags.DEFINE_float("decay_factor", 0.5, "Step decay factor (paper §4.1: halve).")
+    flags.DEFINE_boolean("cosine_decay", False, "After the warm-up, decay the learning rate along a half "
+                         "cosine to 0 at --train_steps (ours; the paper keeps it constant).")
 
 
 def _ints(name, values):
@@ -214,6 +216,7 @@ def optim_config():
     return trainer.OptimConfig(
         learning_rate=FLAGS.learning_rate, beta_1=FLAGS.beta_1, beta_2=FLAGS.beta_2, epsilon=FLAGS.epsilon,
         warmup_steps=FLAGS.warmup_steps, decay_every=FLAGS.decay_every, decay_factor=FLAGS.decay_factor,
+        cosine_decay=FLAGS.cosine_decay,
     )
 
 
