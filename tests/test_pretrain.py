@@ -556,6 +556,44 @@ def test_time_limit_on_a_run_without_a_recorded_time_counts_from_now(timed_run, 
             "counts from now") in capsys.readouterr().out
 
 
+def scalar_values(model_dir, tag):
+    """{step: value} of one training scalar."""
+    values = {}
+    for path in tf.io.gfile.glob(os.path.join(model_dir, "train", "events.out.tfevents.*")):
+        for event in tf.compat.v1.train.summary_iterator(path):
+            for value in event.summary.value:
+                if value.tag == tag:
+                    values[event.step] = float(tf.make_ndarray(value.tensor))
+    return values
+
+
+def test_cosine_decay_under_a_time_limit_reaches_zero_where_the_time_runs_out_and_resumes_on_the_curve(
+        train_glob, tmp_path):
+    # train_steps far beyond what 20 s reach: a cosine over train_steps would hardly have moved.
+    config = small_config(train_glob, str(tmp_path / "run"), train_steps=100_000, checkpoint_every=100_000,
+                          time_limit_minutes=20 / 60)
+    config = dataclasses.replace(config, optim=dataclasses.replace(config.optim, learning_rate=1e-3,
+                                                                   warmup_steps=2, cosine_decay=True))
+    result = trainer.pretrain(config, progress=False)
+
+    assert result["stopped"] == "time_limit", result
+    last = result["step"]
+    assert last >= 10, f"too few steps in 20 s to see a decay: {last}"
+    rates = scalar_values(config.model_dir, "optimizer/learning_rate")
+    # Logged at step s: the rate of the next update. Near the peak after the warm-up, near 0 at the end.
+    assert rates[2] > 0.9e-3, rates
+    assert rates[last] < 0.1e-3, rates
+    assert rates[last // 2] < 0.95e-3, rates
+
+    # Resumed with twice the time: the record's speed puts the new end near step 2·last, so the
+    # first resumed update is about half way down the new curve, not back at the peak.
+    resumed = trainer.pretrain(dataclasses.replace(config, time_limit_minutes=40 / 60), progress=False)
+    rates = scalar_values(config.model_dir, "optimizer/learning_rate")
+    assert resumed["step"] > last
+    assert 0.2e-3 < rates[last + 1] < 0.8e-3, rates
+    assert rates[resumed["step"]] < 0.1e-3, rates
+
+
 def test_launcher_stopped_by_the_time_limit_exits_0_saying_so(flags, capsys):
     launcher.FLAGS.unparse_flags()
     try:

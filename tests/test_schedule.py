@@ -81,7 +81,7 @@ def test_pretraining_cosine_decay_ends_at_train_steps(tmp_path, cosine_decay):
         views=views_lib.ViewConfig.two_views(final_length=16), augment=augment_lib.AugmentConfig(output_size=64),
         optim=trainer.OptimConfig(learning_rate=1e-3, warmup_steps=50, cosine_decay=cosine_decay),
     )
-    _, optimizer = trainer.build_model(config, tf.distribute.get_strategy())
+    _, optimizer, _ = trainer.build_model(config, tf.distribute.get_strategy())
     schedule = _schedule_of(optimizer)
     expected = dict(peak=1e-3, warmup_steps=50, decay_every=0, decay_factor=0.5)
     assert schedule.get_config() == ({**expected, "cosine_steps": 900} if cosine_decay else expected)
@@ -103,7 +103,7 @@ def test_pretraining_optimizer_uses_the_schedule_with_its_warmup_and_decay(tmp_p
         views=views_lib.ViewConfig.two_views(final_length=16), augment=augment_lib.AugmentConfig(output_size=64),
         optim=trainer.OptimConfig(learning_rate=2e-4, warmup_steps=500, decay_every=7000, decay_factor=0.3),
     )
-    _, optimizer = trainer.build_model(config, tf.distribute.get_strategy())
+    _, optimizer, _ = trainer.build_model(config, tf.distribute.get_strategy())
     schedule = _schedule_of(optimizer)
     assert isinstance(schedule, loop.WarmupStepDecay)
     assert schedule.get_config() == dict(peak=2e-4, warmup_steps=500, decay_every=7000, decay_factor=0.3)

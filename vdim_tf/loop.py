@@ -112,6 +112,16 @@ class WarmupStepDecay(keras.optimizers.schedules.LearningRateSchedule):
         self.decay_every = decay_every
         self.decay_factor = decay_factor
         self.cosine_steps = cosine_steps
+        # Where the cosine reaches 0: `cosine_steps`, or, in a time-limited run, the step the time
+        # limit is expected to stop it at, which `train_loop` moves as it measures the speed
+        # (`set_horizon`). A variable, so the compiled step reads the current value.
+        self.horizon = (tf.Variable(float(cosine_steps), trainable=False, dtype=tf.float32,
+                                    name="cosine_horizon") if cosine_steps else None)
+
+    def set_horizon(self, step):
+        """Moves the cosine's end to `step` (at most `cosine_steps`): a time-limited run decays to
+        0 where its time runs out. Every replica and worker must be given the same value."""
+        self.horizon.assign(min(float(step), float(self.cosine_steps)))
 
     def __call__(self, step):
         step = tf.cast(step, tf.float32)
@@ -121,7 +131,7 @@ class WarmupStepDecay(keras.optimizers.schedules.LearningRateSchedule):
         if self.decay_every:
             lr *= tf.pow(self.decay_factor, tf.floor(step / self.decay_every))
         if self.cosine_steps:
-            span = float(self.cosine_steps - self.warmup_steps)
+            span = tf.maximum(tf.convert_to_tensor(self.horizon) - self.warmup_steps, 1.0)
             done = tf.clip_by_value((step - self.warmup_steps) / span, 0.0, 1.0)
             lr *= 0.5 * (1.0 + tf.cos(math.pi * done))
         return lr
@@ -424,7 +434,7 @@ def check_input_sharding(policy, files, workers):
 
 def train_loop(config, *, strategy, checkpoint, optimizer, make_dataset, replica_step, batch_size,
                progress=True, on_start=None, nan_hint="Try a lower --learning_rate.", run_config=None,
-               data_files=None):
+               data_files=None, lr_schedule=None):
     """Trains until `optimizer.iterations == config.train_steps`, or until the run has trained for
     `config.time_limit_minutes` (when > 0; summed over resumed runs, `TRAINING_TIME_FILE`).
 
@@ -438,6 +448,11 @@ def train_loop(config, *, strategy, checkpoint, optimizer, make_dataset, replica
       replica_step: `batch -> dict of float32 scalars` (with `LOSS`): one optimisation step on a
         per-replica batch.
       batch_size: global batch, for clips/s.
+      lr_schedule: the optimizer's `WarmupStepDecay`, when it has a cosine decay and the run a time
+        limit: the cosine is then moved to end where the time limit is expected to stop the run
+        (the steps left at the speed measured so far in this invocation, from its second step; on
+        resuming, first at the speed the record of training time gives), a value that rides in
+        each step's all-reduce so every worker decays alike.
       on_start: `on_start(writer, dataset)`, called on the chief of a fresh run (step 0).
       nan_hint: advice appended to the non-finite-loss message.
       run_config: the run's resolved config (a JSON-able dict), written by the chief to
@@ -490,15 +505,17 @@ def train_loop(config, *, strategy, checkpoint, optimizer, make_dataset, replica
     # XLA kernel, so it stays outside the compiled function.
     compiled_step = tf.function(replica_step, jit_compile=True) if config.jit_compile else replica_step
 
-    def step_and_stop(batch, stop, out_of_time):
-        return {**compiled_step(batch), _STOP: stop, _OUT_OF_TIME: out_of_time}
+    def step_and_stop(batch, stop, out_of_time, horizon):
+        return {**compiled_step(batch), _STOP: stop, _OUT_OF_TIME: out_of_time, _HORIZON: horizon}
 
     @tf.function
-    def train_step(it, stop, out_of_time):
-        # `stop` (1.0 on a worker that received SIGTERM) and `out_of_time` (1.0 on a worker whose
-        # clock passed the time limit) ride in the step's own all-reduce, so every worker learns at
-        # the same step that one of them is being preempted or out of time.
-        per_replica = strategy.run(step_and_stop, args=(next(it), stop, out_of_time))
+    def train_step(it, stop, out_of_time, horizon):
+        # `stop` (1.0 on a worker that received SIGTERM), `out_of_time` (1.0 on a worker whose
+        # clock passed the time limit) and `horizon` (its estimate of the step the time limit
+        # stops the run at, 0 when it has none) ride in the step's own all-reduce, so every worker
+        # learns at the same step that one of them is being preempted or out of time, and sets the
+        # same learning-rate horizon.
+        per_replica = strategy.run(step_and_stop, args=(next(it), stop, out_of_time, horizon))
         return {k: strategy.reduce(tf.distribute.ReduceOp.MEAN, v, axis=None) for k, v in per_replica.items()}
 
     writer = (tf.summary.create_file_writer(os.path.join(config.model_dir, "train")) if chief
@@ -514,6 +531,18 @@ def train_loop(config, *, strategy, checkpoint, optimizer, make_dataset, replica
     def training_seconds():
         return (trained or 0.0) + time.perf_counter() - began
 
+    decay_to_limit = limit is not None and lr_schedule is not None and lr_schedule.horizon is not None
+    if decay_to_limit and start > 0 and trained:
+        lr_schedule.set_horizon(start + max(0.0, limit - trained) / (trained / start))
+    first = None  # (time, step) after this invocation's first step: the speed is measured from there
+
+    def horizon_estimate():
+        """This process's estimate of the step the time limit stops the run at; 0 for none yet."""
+        if not decay_to_limit or first is None or current <= first[1]:
+            return 0.0
+        per_step = (time.perf_counter() - first[0]) / (current - first[1])
+        return current + max(0.0, limit - training_seconds()) / per_step
+
     def save(number):
         manager.save(checkpoint_number=number)
         if chief:
@@ -526,11 +555,17 @@ def train_loop(config, *, strategy, checkpoint, optimizer, make_dataset, replica
         while int(step.numpy()) < config.train_steps:
             flag = tf.constant(1.0 if stop["signal"] else 0.0)
             late = limit is not None and training_seconds() >= limit
-            values = {k: float(v) for k, v in train_step(iterator, flag, tf.constant(float(late))).items()}
+            values = {k: float(v) for k, v in train_step(iterator, flag, tf.constant(float(late)),
+                                                         tf.constant(horizon_estimate())).items()}
+            horizon = values.pop(_HORIZON)
+            if horizon > 0:
+                lr_schedule.set_horizon(max(horizon, int(step.numpy()) + 1))
             preempted = values.pop(_STOP) > 0
             out_of_time = values.pop(_OUT_OF_TIME) > 0 and not preempted
             stopping = preempted or out_of_time
             current = int(step.numpy())
+            if first is None:
+                first = (time.perf_counter(), current)
             if not math.isfinite(values[LOSS]):
                 raise TrainingError(
                     f"loss is {values[LOSS]} at step {current}; stopping. The last good checkpoint "
@@ -594,6 +629,8 @@ def train_loop(config, *, strategy, checkpoint, optimizer, make_dataset, replica
 
 # Key of the cluster-wide stop flag in the train step's outputs (not a metric).
 _STOP = "_stop"
+# Key of the cluster-wide learning-rate horizon in the train step's outputs (not a metric).
+_HORIZON = "_horizon"
 # Key of the cluster-wide time-limit flag in the train step's outputs (not a metric).
 _OUT_OF_TIME = "_out_of_time"
 

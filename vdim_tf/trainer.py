@@ -139,7 +139,8 @@ def _view_strip(views, max_frames=8):
 
 
 def build_model(config, strategy):
-    """The VDIM model and its optimizer, with every variable created, inside `strategy.scope()`."""
+    """The VDIM model, its optimizer and the optimizer's learning-rate schedule
+    (`loop.WarmupStepDecay`), with every variable created, inside `strategy.scope()`."""
     with strategy.scope():
         model = VDIM(**dataclasses.asdict(config.model), name="vdim")
         model.build_for(config.views.final_length, config.augment.output_size)
@@ -151,7 +152,7 @@ def build_model(config, strategy):
             optimizer = keras.mixed_precision.LossScaleOptimizer(optimizer)
         model.compile(optimizer=optimizer)
         optimizer.build(model.trainable_variables)
-    return model, optimizer
+    return model, optimizer, schedule
 
 
 def pretrain(config, progress=True, strategy=None):
@@ -266,7 +267,7 @@ def _pretrain(config, files, strategy, progress):
         # The same initial weights in every process: a run is reproducible, and a multi-worker run
         # matches a one-process run on the same global batch.
         keras.utils.set_random_seed(config.seed)
-    model, optimizer = build_model(config, strategy)
+    model, optimizer, schedule = build_model(config, strategy)
     cached_videos, message = decoded_cache_plan(config, files)
     if message:
         print(message, flush=True)
@@ -292,7 +293,7 @@ def _pretrain(config, files, strategy, progress):
         progress=progress, on_start=lambda writer, dataset: _write_run_summaries(writer, config, dataset),
         nan_hint="Try a lower --learning_rate, keep --tanh_clip on, or --precision=float32.",
         run_config={**dataclasses.asdict(config), "color_space": augment_lib.color_space(config.augment.color_mode)},
-        data_files=files,
+        data_files=files, lr_schedule=schedule if config.optim.cosine_decay else None,
     )
     result["model"] = model
     return result

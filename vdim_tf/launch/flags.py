@@ -129,7 +129,8 @@ def define_optim_flags(learning_rate=2e-4):
                          "steps; 0 = no decay.")
     flags.DEFINE_float("decay_factor", 0.5, "Step decay factor (paper §4.1: halve).")
     flags.DEFINE_boolean("cosine_decay", False, "After the warm-up, decay the learning rate along a half "
-                         "cosine to 0 at --train_steps (ours; the paper keeps it constant).")
+                         "cosine to 0 at --train_steps, or, with --time_limit_minutes, where the time limit is "
+                         "expected to stop the run at the speed measured (ours; the paper keeps it constant).")
 
 
 def _ints(name, values):
