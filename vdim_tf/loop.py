@@ -401,15 +401,39 @@ def shard_per_worker(dataset, policy="data"):
     whatever the number of workers or files; the cost is that each worker reads and decodes all N
     workers' clips (N× the decoding). `file`: each worker reads only its own share of the files
     (needs at least as many files as workers, `check_input_sharding`): no wasted decoding, but the
-    batches differ from a one-process run's.
+    batches differ from a one-process run's. The caller builds a `file` worker's `dataset` from
+    `worker_files` alone, and tf.distribute's own sharding is turned off: its `FILE` policy cannot
+    shard the training pipelines (it walks the graph to the file reader and stops at the seed
+    stream zipped beside it, failing the run at its first step).
     """
     policies = {"data": tf.data.experimental.AutoShardPolicy.DATA,
-                "file": tf.data.experimental.AutoShardPolicy.FILE}
+                "file": tf.data.experimental.AutoShardPolicy.OFF}
     if policy not in policies:
         raise ValueError(f"input_sharding={policy!r}: valid values are {INPUT_SHARDING}")
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = policies[policy]
     return dataset.with_options(options)
+
+
+def worker_index(strategy):
+    """This process's index among the cluster's workers (0 without a cluster): the chief first,
+    then the workers by task index, as tf.distribute numbers them."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not resolver.task_type:
+        return 0
+    if resolver.task_type == "chief":
+        return 0
+    has_chief = "chief" in resolver.cluster_spec().as_dict()
+    return int(resolver.task_id) + (1 if has_chief else 0)
+
+
+def worker_files(files, policy, strategy):
+    """The files this worker's input pipeline reads: every file under `data` sharding or with one
+    worker; under `file`, files `i, i + N, i + 2N, …` of the sorted list for worker `i` of `N`."""
+    workers = num_workers(strategy)
+    if policy != "file" or workers == 1:
+        return list(files)
+    return list(files)[worker_index(strategy)::workers]
 
 
 def num_workers(strategy):
@@ -615,9 +639,25 @@ def train_loop(config, *, strategy, checkpoint, optimizer, make_dataset, replica
         step.assign(current)
         if current > saved:
             save(current)
-        where = f"its checkpoint saved in {ckpt_dir}" if current > start else "before taking a step"
+        if not chief:  # its own save went to a scratch folder; the chief's checkpoints are the run's
+            where = (f"the other workers stop too; the chief's last checkpoint in "
+                     f"{os.path.join(config.model_dir, 'checkpoints')} resumes the run")
+        else:
+            where = f"its checkpoint saved in {ckpt_dir}" if current > start else "before taking a step"
         raise TrainingError(f"{_damaged_data(e, data_files)}. Stopped at step {current}, {where}; replace or "
                             "remove the file (e.g. prepare it again) and rerun to resume.") from None
+    except (tf.errors.UnavailableError, tf.errors.CancelledError, tf.errors.AbortedError) as e:
+        if num_workers(strategy) == 1:
+            raise
+        # A worker that stops (damaged data under file sharding, out of memory, killed) closes its
+        # connections, and the step's collectives on every other worker fail with this. Nothing is
+        # saved here: the collectives that a save may run are broken.
+        latest = tf.train.latest_checkpoint(os.path.join(config.model_dir, "checkpoints"))
+        kept = f"the last checkpoint is {latest}" if latest else "no checkpoint was saved yet"
+        raise TrainingError(
+            f"lost contact with another worker during step {current + 1} ({_first_line(e)}); it has most "
+            f"likely stopped on an error its own log names (damaged training data, out of memory, killed). "
+            f"{kept[0].upper() + kept[1:]}: fix the cause and rerun every worker to resume from it.") from None
     finally:
         signal.signal(signal.SIGTERM, previous)
         bar.close()
@@ -625,6 +665,17 @@ def train_loop(config, *, strategy, checkpoint, optimizer, make_dataset, replica
         if not chief and tf.io.gfile.exists(os.path.dirname(ckpt_dir)):
             tf.io.gfile.rmtree(os.path.dirname(ckpt_dir))
     return {"step": int(step.numpy()), "metrics": metrics, "stopped": None, "training_seconds": training_seconds()}
+
+
+def _first_line(error):
+    """The line of a TensorFlow error's message that says what failed (e.g. "Collective ops is
+    aborted by: Socket closed"), not its "Graph execution error:" heading or the trace after it."""
+    lines = [line.strip() for line in str(getattr(error, "message", error)).splitlines() if line.strip()]
+    for line in lines:
+        if "aborted" in line.lower() or "socket closed" in line.lower():
+            return line
+    said = [line for line in lines if not line.endswith(":") and not line.startswith(("File ", "Detected at"))]
+    return said[0] if said else type(error).__name__
 
 
 # Key of the cluster-wide stop flag in the train step's outputs (not a metric).

@@ -240,6 +240,8 @@ def input_dataset(config, files, strategy, seed, start, cached_videos=0):
     `cached_videos` > 0 keeps the decoded videos in memory (`decoded_cache_plan`) and shuffles
     over all of them.
     """
+    if not config.data_service_address:
+        files = loop.worker_files(files, config.input_sharding, strategy)
     if cached_videos:
         dataset = pipeline.pretrain_dataset(files, config.views, config.augment, config.batch_size, seed=seed,
                                             cache_decoded=True, shuffle_buffer_size=cached_videos)
