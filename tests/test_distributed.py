@@ -233,3 +233,34 @@ def test_two_pretraining_workers_end_with_identical_weights_and_the_chief_keeps_
     # The chief's record of the training time has one entry per kept checkpoint, the last at the end.
     recorded = json.loads((tmp_path / "multi" / "training_time.json").read_text())
     assert list(recorded)[-1] == str(steps) and recorded[str(steps)] > 0
+
+
+def test_cosine_decay_to_the_time_limit_sets_one_horizon_on_every_replica(tmp_path, mirrored_strategy):
+    # `--cosine_decay` under a time limit moves the cosine's end (a variable of the schedule) from
+    # the host after every step; under MirroredStrategy that variable is mirrored, and every
+    # replica must decay alike.
+    with mirrored_strategy.scope():
+        model = VDIM(**MODEL)
+        model.build_for()
+        schedule = loop.WarmupStepDecay(1e-3, warmup_steps=1, cosine_steps=100_000)
+        optimizer = keras.optimizers.Adam(schedule)
+        model.compile(optimizer=optimizer)
+        optimizer.build(model.trainable_variables)
+
+    def replica_step(batch):
+        loss, _ = model.apply_gradients_step(batch["view1"], batch["view2"])
+        return {loop.LOSS: loss}
+
+    result = loop.train_loop(
+        loop.LoopConfig(str(tmp_path / "run"), 100_000, checkpoint_every=100_000, log_every=1,
+                        time_limit_minutes=30 / 60), strategy=mirrored_strategy,
+        checkpoint=tf.train.Checkpoint(model=model, optimizer=optimizer), optimizer=optimizer,
+        make_dataset=lambda start: loop.shard_per_worker(global_batches().repeat()),
+        replica_step=replica_step, batch_size=GLOBAL_BATCH, progress=False, lr_schedule=schedule,
+    )
+
+    assert result["stopped"] == "time_limit" and result["step"] >= 3, result
+    horizons = [float(v) for v in mirrored_strategy.experimental_local_results(schedule.horizon)]
+    assert len(horizons) == 2 and horizons[0] == horizons[1], horizons
+    assert result["step"] < horizons[0] < result["step"] + 5, (horizons, result["step"])
+    assert result["metrics"]["optimizer/learning_rate"] < 0.1e-3, result["metrics"]
