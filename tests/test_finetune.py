@@ -430,3 +430,29 @@ def test_resumed_finetune_takes_unset_model_flags_from_its_own_record(tiny_synth
 
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert "done: step 4" in resumed.stdout
+
+
+def test_probe_without_augmentation_trains_on_the_evaluation_view():
+    augment = augment_lib.AugmentConfig(output_size=32, color_mode="jitter", flip_probability=0.5,
+                                        rotation_probability=0.3)
+    # Fine-tuning, and a probe with augmentation, keep the flags' augmentation.
+    assert finetune.probe_augment(augment, freeze_encoder=False, augment_frozen=False) == augment
+    assert finetune.probe_augment(augment, freeze_encoder=True, augment_frozen=True) == augment
+    plain = finetune.probe_augment(augment, freeze_encoder=True, augment_frozen=False)
+    assert (plain.crop_scale, plain.crop_aspect_ratio) == ((1.0, 1.0), (1.0, 1.0))
+    assert (plain.jitter_probability, plain.grayscale_probability, plain.flip_probability,
+            plain.rotation_probability) == (0, 0, 0, 0)
+    assert (plain.output_size, plain.color_mode) == (32, "jitter")
+
+    # What the probe then trains on: for every seed, the centre square of a wide frame as evaluation
+    # sees it (evaluation resizes with antialiasing, training without: equal on a smooth frame up
+    # to resampling), where the flags' augmentation gives other crops and colours.
+    y, x = np.mgrid[0:96, 0:160].astype(np.float32)
+    frame = np.stack([x / 160, y / 96, (x + y) / 256], -1) * 255
+    views = tf.constant(np.broadcast_to(frame, (2, 4, 96, 160, 3)).astype(np.uint8))
+    evaluated = augment_lib.eval_view(views[0], 32).numpy()
+    for seed in range(5):
+        trained = augment_lib.augment_views(views, plain, tf.constant([seed, 1])).numpy()
+        np.testing.assert_allclose(trained, np.broadcast_to(evaluated, trained.shape), atol=0.03)
+    augmented = augment_lib.augment_views(views, augment, tf.constant([0, 1])).numpy()
+    assert np.abs(augmented - evaluated).max() > 0.1

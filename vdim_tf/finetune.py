@@ -328,6 +328,16 @@ def top1_hits(logits, labels):
     return tf.cast(tf.equal(at_or_above, 1), tf.float32)
 
 
+def probe_augment(augment, freeze_encoder, augment_frozen=True):
+    """`augment`, or, for a frozen-encoder probe with `augment_frozen` off, the evaluation's view:
+    a random resized crop of the whole area at aspect 1 is the centre square (the crop falls back
+    to it), and no colour jitter, grayscale, flip or rotation."""
+    if not freeze_encoder or augment_frozen:
+        return augment
+    return dataclasses.replace(augment, crop_scale=(1.0, 1.0), crop_aspect_ratio=(1.0, 1.0), jitter_probability=0.0,
+                               grayscale_probability=0.0, flip_probability=0.0, rotation_probability=0.0)
+
+
 def _run_record(config):
     """What config.json records: the config, its colour space and the pretrained encoder's.
 

@@ -34,6 +34,10 @@ flags.DEFINE_integer("embedding_dim", None, "Output size of φ_g (paper: 512); m
 flags.DEFINE_string("pretrained", None, "Pretraining run folder or checkpoint prefix. Default: none, the "
                     "encoder starts at random (the baseline).")
 flags.DEFINE_bool("freeze_encoder", False, "Train only the classifier on frozen φ_g∘Ψ features (probe).")
+flags.DEFINE_bool("augment_frozen", True, "With --freeze_encoder: augment the probe's training views as "
+                  "fine-tuning does (the augmentation flags). --noaugment_frozen trains the probe on the "
+                  "evaluation's view instead: the centre square, no colour jitter, grayscale, flip or "
+                  "rotation (Lab mode keeps its channel dropout). Ignored without --freeze_encoder.")
 flags.DEFINE_bool("block_batch_norm", None, "Batch norm inside residual blocks; must match --pretrained's "
                   "(AMDIM: off). Default: --pretrained's, else off.")
 flags.DEFINE_bool("single_frame", False, "Baseline: the encoder sees each view's first frame repeated "
@@ -98,7 +102,7 @@ def config_from_flags():
         ),
         final_length=FLAGS.final_length or preset.frames,
         factor=FLAGS.factor,
-        augment=vflags.augment_config(encoder),
+        augment=finetune.probe_augment(vflags.augment_config(encoder), FLAGS.freeze_encoder, FLAGS.augment_frozen),
         learning_rate=FLAGS.learning_rate,
         decay_every=FLAGS.decay_every,
         decay_factor=FLAGS.decay_factor,
