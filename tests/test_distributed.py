@@ -55,26 +55,35 @@ def initial_weights():
     return [w + rng.normal(0, 0.02, w.shape).astype(w.dtype) if not np.any(w) else w for w in model.get_weights()]
 
 
-def train(strategy, weights, model_dir, permutation=None):
-    """`STEPS` SGD steps of the production loop and step under `strategy` from `weights`.
-
-    Returns:
-      `(trainable weights after training, loss of the last step)`.
-    """
+def build(strategy, make_optimizer, weights=None):
+    """The test's VDIM and `make_optimizer()`, built in `strategy`'s scope, and the per-replica step."""
     with strategy.scope():
         model = VDIM(**MODEL)
         model.build_for()
-        model.set_weights(weights)
-        # A constant learning rate given as a schedule, as pretraining's is: `train_loop` logs the
-        # rate by calling it, which a plain float (a MirroredVariable in Keras) does not allow.
-        constant = keras.optimizers.schedules.ExponentialDecay(LEARNING_RATE, decay_steps=1, decay_rate=1.0)
-        optimizer = keras.optimizers.SGD(constant)
+        if weights is not None:
+            model.set_weights(weights)
+        optimizer = make_optimizer()
         model.compile(optimizer=optimizer)
         optimizer.build(model.trainable_variables)
 
     def replica_step(batch):
         loss, _ = model.apply_gradients_step(batch["view1"], batch["view2"])
         return {loop.LOSS: loss}
+
+    return model, optimizer, replica_step
+
+
+def train(strategy, weights, model_dir, permutation=None):
+    """`STEPS` SGD steps of the production loop and step under `strategy` from `weights`.
+
+    Returns:
+      `(trainable weights after training, loss of the last step)`.
+    """
+    # A constant learning rate given as a schedule, as pretraining's is: `train_loop` logs the
+    # rate by calling it, which a plain float (a MirroredVariable in Keras) does not allow.
+    model, optimizer, replica_step = build(
+        strategy, lambda: keras.optimizers.SGD(
+            keras.optimizers.schedules.ExponentialDecay(LEARNING_RATE, decay_steps=1, decay_rate=1.0)), weights)
 
     result = loop.train_loop(
         loop.LoopConfig(str(model_dir), STEPS, checkpoint_every=STEPS, log_every=1), strategy=strategy,
@@ -240,16 +249,8 @@ def test_cosine_decay_to_the_time_limit_sets_one_horizon_on_every_replica(tmp_pa
     # the host after every step; under MirroredStrategy that variable is mirrored, and every
     # replica must decay alike.
     with mirrored_strategy.scope():
-        model = VDIM(**MODEL)
-        model.build_for()
         schedule = loop.WarmupStepDecay(1e-3, warmup_steps=1, cosine_steps=100_000)
-        optimizer = keras.optimizers.Adam(schedule)
-        model.compile(optimizer=optimizer)
-        optimizer.build(model.trainable_variables)
-
-    def replica_step(batch):
-        loss, _ = model.apply_gradients_step(batch["view1"], batch["view2"])
-        return {loop.LOSS: loss}
+    model, optimizer, replica_step = build(mirrored_strategy, lambda: keras.optimizers.Adam(schedule))
 
     result = loop.train_loop(
         loop.LoopConfig(str(tmp_path / "run"), 100_000, checkpoint_every=100_000, log_every=1,

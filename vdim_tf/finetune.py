@@ -389,8 +389,9 @@ def _finetune(config, record, files, strategy, progress):
 
     def make_dataset(start):
         seed = None if config.seed is None else config.seed + start
+        own_files = loop.worker_files(files, config.input_sharding, strategy)
         return loop.shard_per_worker(pipeline.finetune_dataset(
-            loop.worker_files(files, config.input_sharding, strategy), views, config.augment, config.batch_size, config.classifier.num_views, training=True, seed=seed),
+            own_files, views, config.augment, config.batch_size, config.classifier.num_views, training=True, seed=seed),
             config.input_sharding)
 
     loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction="none")

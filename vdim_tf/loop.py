@@ -529,8 +529,13 @@ def train_loop(config, *, strategy, checkpoint, optimizer, make_dataset, replica
     # XLA kernel, so it stays outside the compiled function.
     compiled_step = tf.function(replica_step, jit_compile=True) if config.jit_compile else replica_step
 
+    decay_to_limit = limit is not None and lr_schedule is not None and lr_schedule.horizon is not None
+
     def step_and_stop(batch, stop, out_of_time, horizon):
-        return {**compiled_step(batch), _STOP: stop, _OUT_OF_TIME: out_of_time, _HORIZON: horizon}
+        out = {**compiled_step(batch), _STOP: stop, _OUT_OF_TIME: out_of_time}
+        if decay_to_limit:  # otherwise no horizon to agree on: no extra all-reduce
+            out[_HORIZON] = horizon
+        return out
 
     @tf.function
     def train_step(it, stop, out_of_time, horizon):
@@ -555,7 +560,6 @@ def train_loop(config, *, strategy, checkpoint, optimizer, make_dataset, replica
     def training_seconds():
         return (trained or 0.0) + time.perf_counter() - began
 
-    decay_to_limit = limit is not None and lr_schedule is not None and lr_schedule.horizon is not None
     if decay_to_limit and start > 0 and trained:
         lr_schedule.set_horizon(start + max(0.0, limit - trained) / (trained / start))
     first = None  # (time, step) after this invocation's first step: the speed is measured from there
@@ -581,13 +585,13 @@ def train_loop(config, *, strategy, checkpoint, optimizer, make_dataset, replica
             late = limit is not None and training_seconds() >= limit
             values = {k: float(v) for k, v in train_step(iterator, flag, tf.constant(float(late)),
                                                          tf.constant(horizon_estimate())).items()}
-            horizon = values.pop(_HORIZON)
+            current = int(step.numpy())
+            horizon = values.pop(_HORIZON, 0.0)
             if horizon > 0:
-                lr_schedule.set_horizon(max(horizon, int(step.numpy()) + 1))
+                lr_schedule.set_horizon(max(horizon, current + 1))
             preempted = values.pop(_STOP) > 0
             out_of_time = values.pop(_OUT_OF_TIME) > 0 and not preempted
             stopping = preempted or out_of_time
-            current = int(step.numpy())
             if first is None:
                 first = (time.perf_counter(), current)
             if not math.isfinite(values[LOSS]):
@@ -652,7 +656,7 @@ def train_loop(config, *, strategy, checkpoint, optimizer, make_dataset, replica
         # A worker that stops (damaged data under file sharding, out of memory, killed) closes its
         # connections, and the step's collectives on every other worker fail with this. Nothing is
         # saved here: the collectives that a save may run are broken.
-        latest = tf.train.latest_checkpoint(os.path.join(config.model_dir, "checkpoints"))
+        latest = latest_checkpoint(config.model_dir)
         kept = f"the last checkpoint is {latest}" if latest else "no checkpoint was saved yet"
         raise TrainingError(
             f"lost contact with another worker during step {current + 1} ({_first_line(e)}); it has most "
