@@ -12,11 +12,12 @@ it could replace the shipped layers without changing a checkpoint or a result:
   - temporal, 2-D: time × (height·width) as a 2-D image, a 5×1 conv with stride (2, 1);
   - temporal, space-to-depth in time: frame pairs folded into 32 channels, a 3×1×1 stride-1 conv.
 
-For each, the script checks the output against the shipped layout (largest absolute difference)
-and times forward and backward as training runs them (the spatial conv's gradient for its kernel
-and bias only, since the input video needs none; the temporal conv's for its kernel and input),
-on the two views of a batch, interleaving the layouts over rounds so that a shared machine's drift
-hits them alike; it prints the median.
+The shipped layout is the CPU preset `Encoder`'s own block 1 (its `ConvBlock` layers). The script
+checks every rewrite's output against it (largest absolute difference) and times forward and
+backward as training runs them (the spatial conv's gradients for its kernel and bias, since the
+input video needs none; the temporal conv's for its kernel, bias and input), on the two views of a
+batch, interleaving the layouts over rounds so that a shared machine's drift hits them alike; it
+prints the median.
 
     python bench/block1_layouts.py [--batch 16] [--rounds 3] [--repeats 10]
 """
@@ -33,31 +34,27 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import tensorflow as tf
 
-from vdim_tf.models.encoder import PRESETS
+from vdim_tf.models.encoder import PRESETS, Encoder
 
 SPEC = PRESETS["cpu"].blocks[0]
 
 
-def _pad(x, axes):
-    pads = [[0, 0]] * 5
-    for axis in axes:
-        pads[axis] = [SPEC.padding, SPEC.padding]
-    return tf.pad(x, pads)
+def spatial_shipped(block, x):
+    """The encoder's own layers: `ConvBlock`'s spatial padding and conv."""
+    return block.spatial(block.pad_spatial(x))
 
 
-def spatial_shipped(x, kernel, bias):
-    return tf.nn.conv3d(_pad(x, (2, 3)), kernel, [1, 1, SPEC.stride, SPEC.stride, 1], "VALID") + bias
-
-
-def spatial_2d(x, kernel, bias):
-    padded = _pad(x, (2, 3))
+def spatial_2d(block, x):
+    kernel, bias = block.spatial.kernel, block.spatial.bias
+    padded = block.pad_spatial(x)
     b, t, h, w, c = padded.shape
     out = tf.nn.conv2d(tf.reshape(padded, [b * t, h, w, c]), kernel[0], SPEC.stride, "VALID") + bias
     return tf.reshape(out, [b, t, *out.shape[1:]])
 
 
-def spatial_space_to_depth(x, kernel, bias):
-    padded = _pad(x, (2, 3))
+def spatial_space_to_depth(block, x):
+    kernel, bias = block.spatial.kernel, block.spatial.bias
+    padded = block.pad_spatial(x)
     b, t, h, w, c = padded.shape
     folded = tf.nn.space_to_depth(tf.reshape(padded, [b * t, h, w, c]), 2)  # channels (dy, dx, c)
     k = SPEC.kernel + 1  # 6: the 5×5 kernel's cover at stride 2, one zero row and column
@@ -68,19 +65,22 @@ def spatial_space_to_depth(x, kernel, bias):
     return tf.reshape(out, [b, t, *out.shape[1:]])
 
 
-def temporal_shipped(y, kernel, bias):
-    return tf.nn.conv3d(_pad(y, (1,)), kernel, [1, SPEC.t_stride, 1, 1, 1], "VALID") + bias
+def temporal_shipped(block, y):
+    """The encoder's own layers: `ConvBlock`'s temporal padding and conv."""
+    return block.temporal(block.pad_temporal(y))
 
 
-def temporal_2d(y, kernel, bias):
-    padded = _pad(y, (1,))
+def temporal_2d(block, y):
+    kernel, bias = block.temporal.kernel, block.temporal.bias
+    padded = block.pad_temporal(y)
     b, t, h, w, c = padded.shape
     out = tf.nn.conv2d(tf.reshape(padded, [b, t, h * w, c]), kernel[:, 0], [1, SPEC.t_stride, 1, 1], "VALID")
     return tf.reshape(out + bias, [b, -1, h, w, out.shape[-1]])
 
 
-def temporal_space_to_depth(y, kernel, bias):
-    padded = _pad(y, (1,))
+def temporal_space_to_depth(block, y):
+    kernel, bias = block.temporal.kernel, block.temporal.bias
+    padded = block.pad_temporal(y)
     b, t, h, w, c = padded.shape
     pairs = tf.reshape(tf.transpose(tf.reshape(padded, [b, t // 2, 2, h, w, c]), [0, 1, 3, 4, 2, 5]),
                        [b, t // 2, h, w, 2 * c])  # channels (dt, c)
@@ -96,64 +96,73 @@ TEMPORAL = {"shipped": temporal_shipped, "2-D": temporal_2d, "space-to-depth in 
 
 
 def inputs(clips, seed=0):
-    """Random video and weights of block 1's shapes for `clips` clips (two views per example)."""
+    """Block 1 of the CPU preset's `Encoder`, with random weights and biases, and random video of
+    its input shape for `clips` clips (two views per example)."""
     preset = PRESETS["cpu"]
     g = tf.random.Generator.from_seed(seed)
-    width = SPEC.width
-    return {
-        "x": g.uniform((clips, preset.frames, preset.size, preset.size, 3)),
-        "spatial_kernel": tf.Variable(g.normal((1, SPEC.kernel, SPEC.kernel, 3, width)) * 0.1),
-        "spatial_bias": tf.Variable(g.normal((width,)) * 0.1),
-        "temporal_kernel": tf.Variable(g.normal((SPEC.t_kernel, 1, 1, width, width)) * 0.1),
-        "temporal_bias": tf.Variable(g.normal((width,)) * 0.1),
-    }
+    x = g.uniform((clips, preset.frames, preset.size, preset.size, 3))
+    block = Encoder(preset="cpu").blocks[0]
+    block(x)
+    for variable in block.trainable_variables:  # biases start at 0: random ones test them too
+        variable.assign(g.normal(variable.shape) * 0.1)
+    return block, x
 
 
-def max_differences(v):
-    """Largest |rewrite - shipped| of every rewrite's output, on the same inputs."""
+def max_differences(block, x):
+    """Largest |layout - shipped| of every layout's output, on the same block and input."""
     out = {}
-    ref = spatial_shipped(v["x"], v["spatial_kernel"], v["spatial_bias"])
+    ref = spatial_shipped(block, x)
     for name, f in SPATIAL.items():
-        out[f"spatial, {name}"] = float(tf.reduce_max(tf.abs(f(v["x"], v["spatial_kernel"], v["spatial_bias"]) - ref)))
+        out[f"spatial, {name}"] = float(tf.reduce_max(tf.abs(f(block, x) - ref)))
     y = tf.nn.relu(ref)
-    ref_t = temporal_shipped(y, v["temporal_kernel"], v["temporal_bias"])
+    ref_t = temporal_shipped(block, y)
     for name, f in TEMPORAL.items():
-        out[f"temporal, {name}"] = float(tf.reduce_max(tf.abs(f(y, v["temporal_kernel"], v["temporal_bias"]) - ref_t)))
+        out[f"temporal, {name}"] = float(tf.reduce_max(tf.abs(f(block, y) - ref_t)))
     return out
 
 
-def steps(v):
-    """Forward + backward of each layout, as tf.functions returning their gradients."""
-    y0 = tf.Variable(tf.nn.relu(spatial_shipped(v["x"], v["spatial_kernel"], v["spatial_bias"])))
-    fns = {}
-    for name, f in SPATIAL.items():
-        @tf.function
-        def spatial_step(f=f):
-            with tf.GradientTape() as tape:
-                out = f(v["x"], v["spatial_kernel"], v["spatial_bias"])
-                loss = tf.reduce_sum(out * out)
-            return tape.gradient(loss, [v["spatial_kernel"], v["spatial_bias"]])
-        fns[f"spatial, {name}"] = spatial_step
-    for name, f in TEMPORAL.items():
-        @tf.function
-        def temporal_step(f=f):
-            with tf.GradientTape() as tape:
-                out = f(y0, v["temporal_kernel"], v["temporal_bias"])
-                loss = tf.reduce_sum(out * out)
-            return tape.gradient(loss, [v["temporal_kernel"], v["temporal_bias"], y0])
-        fns[f"temporal, {name}"] = temporal_step
+def _train_step(block, layout, inputs, variables):
+    """Forward + backward of one layout as training runs it: a tf.function returning the gradients."""
+
+    @tf.function
+    def step():
+        with tf.GradientTape() as tape:
+            out = layout(block, inputs)
+            loss = tf.reduce_sum(out * out)
+        return tape.gradient(loss, variables)
+
+    return step
+
+
+def steps(block, x):
+    """Every layout's `_train_step`: the spatial conv's gradients for its kernel and bias (the input
+    video needs none), the temporal conv's for its kernel, bias and input."""
+    y = tf.Variable(tf.nn.relu(spatial_shipped(block, x)))
+    spatial_vars = [block.spatial.kernel, block.spatial.bias]
+    temporal_vars = [block.temporal.kernel, block.temporal.bias, y]
+    fns = {f"spatial, {name}": _train_step(block, f, x, spatial_vars) for name, f in SPATIAL.items()}
+    fns.update({f"temporal, {name}": _train_step(block, f, y, temporal_vars) for name, f in TEMPORAL.items()})
     return fns
+
+
+def _positive(text):
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--batch", type=int, default=16, help="examples per step (two views each)")
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--repeats", type=int, default=10, help="timed calls per layout per round")
+    parser.add_argument("--batch", type=_positive, default=16,
+                        help="examples per step, two views each (default 16: the CPU recipe's batch)")
+    parser.add_argument("--rounds", type=_positive, default=3,
+                        help="interleaved rounds; the median is reported (default 3)")
+    parser.add_argument("--repeats", type=_positive, default=10, help="timed calls per layout per round (default 10)")
     args = parser.parse_args()
-    v = inputs(2 * args.batch)
-    diffs = max_differences(v)
-    fns = steps(v)
+    block, x = inputs(2 * args.batch)
+    diffs = max_differences(block, x)
+    fns = steps(block, x)
     for fn in fns.values():
         fn()  # trace
     times = {name: [] for name in fns}

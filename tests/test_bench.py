@@ -14,7 +14,6 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from vdim_tf.models.blocks import ConvBlock
 from vdim_tf.models.encoder import PRESETS, Encoder
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -349,25 +348,21 @@ def test_evidence_records_the_variant_before_pretraining_so_an_interrupted_seed_
     assert evidence.recorded_variant(str(tmp_path / "out"), 0) == "amdim_residual"
 
 
-def test_block1_layouts_compute_the_shipped_block_and_each_other():
+def test_block1_layouts_compute_what_the_shipped_block_computes():
     # The layouts bench/block1_layouts.py times are only comparable if each computes block 1 as the
-    # encoder does: the shipped layout, with the block's own weights, must give ConvBlock's output,
-    # and every rewrite must give the shipped layout's.
+    # encoder does: every layout must give the output of the CPU encoder's own block 1.
     layouts = _bench("block1_layouts")
-    v = layouts.inputs(2, seed=3)
-    spec = layouts.SPEC
-    block = ConvBlock(spec.width, spec.kernel, spec.stride, spec.t_kernel, spec.t_stride, padding=spec.padding)
-    block(v["x"])
-    block.spatial.kernel.assign(v["spatial_kernel"])
-    block.spatial.bias.assign(v["spatial_bias"])
-    block.temporal.kernel.assign(v["temporal_kernel"])
-    block.temporal.bias.assign(v["temporal_bias"])
-    spatial = layouts.spatial_shipped(v["x"], v["spatial_kernel"], v["spatial_bias"])
-    shipped = tf.nn.relu(layouts.temporal_shipped(tf.nn.relu(spatial), v["temporal_kernel"], v["temporal_bias"]))
-    np.testing.assert_allclose(shipped.numpy(), block(v["x"]).numpy(), atol=1e-6)
-    diffs = layouts.max_differences(v)
+    block, x = layouts.inputs(2, seed=3)
+    assert block.name == "block1" and layouts.SPEC == PRESETS["cpu"].blocks[0]
+    assert all(float(tf.reduce_max(tf.abs(v))) > 0 for v in block.trainable_variables)  # biases too
+    diffs = layouts.max_differences(block, x)
     assert set(diffs) == {f"spatial, {n}" for n in layouts.SPATIAL} | {f"temporal, {n}" for n in layouts.TEMPORAL}
     assert max(diffs.values()) < 1e-5, diffs
     # Not vacuous: a kernel off by one row would not pass.
-    shifted = tf.roll(v["spatial_kernel"], 1, axis=1)
-    assert float(tf.reduce_max(tf.abs(layouts.spatial_space_to_depth(v["x"], shifted, v["spatial_bias"]) - spatial))) > 1e-3
+    shipped = layouts.spatial_shipped(block, x)
+    block.spatial.kernel.assign(tf.roll(block.spatial.kernel, 1, axis=1))
+    assert float(tf.reduce_max(tf.abs(layouts.spatial_space_to_depth(block, x) - shipped))) > 1e-3
+    # What it times: every layout's step returns a gradient for each of its variables.
+    for name, step in layouts.steps(block, x).items():
+        grads = step()
+        assert all(g is not None and np.all(np.isfinite(g.numpy())) and np.any(g.numpy()) for g in grads), name

@@ -37,7 +37,9 @@ flags.DEFINE_bool("freeze_encoder", False, "Train only the classifier on frozen 
 flags.DEFINE_bool("augment_frozen", True, "With --freeze_encoder: augment the probe's training views as "
                   "fine-tuning does (the augmentation flags). --noaugment_frozen trains the probe on the "
                   "evaluation's view instead: the centre square, no colour jitter, grayscale, flip or "
-                  "rotation (Lab mode keeps its channel dropout). Ignored without --freeze_encoder.")
+                  "rotation (Lab mode keeps its channel dropout), as the linear protocol fits its features; "
+                  "configs/demo_finetune.cfg gives --noaugment_frozen (ours). Ignored without --freeze_encoder. "
+                  "Default: augment, as the paper's fine-tuning does (§4.1).")
 flags.DEFINE_bool("block_batch_norm", None, "Batch norm inside residual blocks; must match --pretrained's "
                   "(AMDIM: off). Default: --pretrained's, else off.")
 flags.DEFINE_bool("single_frame", False, "Baseline: the encoder sees each view's first frame repeated "
