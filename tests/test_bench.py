@@ -3,6 +3,7 @@ encoder, the trace reader against a trace with known op times, and the profile's
 against itself (the figures themselves go in the README)."""
 
 import importlib.util
+import json
 import math
 import os
 import pathlib
@@ -366,3 +367,76 @@ def test_block1_layouts_compute_what_the_shipped_block_computes():
     for name, step in layouts.steps(block, x).items():
         grads = step()
         assert all(g is not None and np.all(np.isfinite(g.numpy())) and np.any(g.numpy()) for g in grads), name
+
+
+def _copy_run_with_a_second_checkpoint(pretrained_run, run):
+    """`pretrained_run` copied to `run`, plus a later checkpoint (step 7) of other weights: (first, second)
+    weights of the model."""
+    import shutil
+
+    from vdim_tf.models.vdim import VDIM
+
+    shutil.copytree(pretrained_run, run)
+    saved = json.loads((run / "config.json").read_text())
+    model = VDIM(**saved["model"]).build_for(16, 64)
+    checkpoint = tf.train.Checkpoint(model=model)
+    manager = tf.train.CheckpointManager(checkpoint, str(run / "checkpoints"), max_to_keep=3)
+    checkpoint.restore(manager.latest_checkpoint).expect_partial().assert_existing_objects_matched()
+    first = model.get_weights()
+    second = [w + np.random.default_rng(i).normal(size=w.shape).astype(w.dtype) for i, w in enumerate(first)]
+    model.set_weights(second)
+    manager.save(checkpoint_number=7)
+    return first, second
+
+
+def test_average_checkpoints_writes_the_mean_weights_as_a_run_the_launchers_load(pretrained_run, tmp_path):
+    from vdim_tf import finetune
+    from vdim_tf.models.vdim import VDIM
+
+    averaging = _bench("average_checkpoints")
+    run = tmp_path / "run"
+    first, second = _copy_run_with_a_second_checkpoint(pretrained_run, run)
+    assert list(averaging.kept_checkpoints(str(run))) == [2, 7]
+    prefix = averaging.average(str(run), str(tmp_path / "avg"))
+    assert prefix.endswith("ckpt-7")  # numbered as the newest checkpoint averaged
+    assert (tmp_path / "avg" / "config.json").read_text() == (run / "config.json").read_text()
+
+    # Read back the way fine-tuning reads a pretrained run: the mean of the two, weight by weight.
+    saved = json.loads((run / "config.json").read_text())
+    model = VDIM(**saved["model"]).build_for(16, 64)
+    tf.train.Checkpoint(model=model).restore(finetune._pretrained_paths(str(tmp_path / "avg"))[1]).expect_partial() \
+        .assert_existing_objects_matched()
+    for got, a, b in zip(model.get_weights(), first, second):
+        np.testing.assert_allclose(got, (a + b) / 2, rtol=1e-6, atol=1e-6)
+    classifier = finetune.make_classifier(finetune.ClassifierConfig(encoder_preset="cpu", embedding_dim=32),
+                                          2).build_for(16, 64)
+    finetune.load_pretrained(classifier, str(tmp_path / "avg"))
+    for got, want in zip(classifier.encoder.get_weights(), model.encoder.get_weights()):
+        np.testing.assert_array_equal(got, want)
+
+    # One step: that checkpoint alone.
+    averaging.average(str(run), str(tmp_path / "only2"), [2])
+    model2 = VDIM(**saved["model"]).build_for(16, 64)
+    tf.train.Checkpoint(model=model2).restore(str(tmp_path / "only2" / "checkpoints" / "ckpt-2")).expect_partial()
+    for got, a in zip(model2.get_weights(), first):
+        np.testing.assert_array_equal(got, a)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--checkpoints=3"], "no checkpoint at step(s) 3; it keeps 2, 7"),
+    (["--checkpoints=x"], "give 'all' or comma-separated steps"),
+    (["--out=EXISTING"], "holds a run already"),
+    (["--run=NOTARUN"], "no config.json there"),
+])
+def test_average_checkpoints_refuses_bad_arguments_in_one_line(pretrained_run, tmp_path, args, message):
+    run = tmp_path / "run"
+    _copy_run_with_a_second_checkpoint(pretrained_run, run)
+    flags = {"--run": str(run), "--out": str(tmp_path / "out")}
+    for arg in args:
+        name, value = arg.split("=", 1)
+        flags[name] = {"EXISTING": str(run), "NOTARUN": str(tmp_path)}.get(value, value)
+    result = subprocess.run([sys.executable, str(REPO_ROOT / "bench" / "average_checkpoints.py"),
+                             *(f"{k}={v}" for k, v in flags.items())], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert message in result.stderr and "Traceback" not in result.stderr, result.stderr
+    assert not (tmp_path / "out" / "checkpoints").exists()
