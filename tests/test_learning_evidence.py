@@ -51,11 +51,12 @@ def test_a_single_frame_through_the_trained_encoder_is_at_chance_on_held_out_pla
         pytest.skip("../shared/data (the real clips the motion benchmark is built from) is absent")
     runs = _evidence(tmp_path, "motion")
     chance = runs["VDIM"]["chance"]  # 4 classes: 0.25; 216 test examples, one is 0.005
-    # Seed 0, 1100 steps, the flagfile's probe: single frame 0.231 and 0.269 in two runs (the recipe
-    # as shipped: 0.250 / 0.269 / 0.204 over seeds 0 / 1 / 2). The linear protocol reads the same
-    # frozen single-frame features over every window of a test video.
-    assert abs(runs["single frame"]["video_top1"] - chance) <= 0.06, runs
-    assert abs(runs["single frame"]["linear_phi_top1"] - chance) <= 0.06, runs
+    # Seed 0, 1100 steps, the flagfile's probe: single frame 0.231, 0.269 and 0.282 in three runs,
+    # linear protocol 0.264 and 0.208 (the recipe as shipped, seeds 0 / 1 / 2: 0.250 / 0.269 / 0.204,
+    # linear 0.245 / 0.236 / 0.231). A leak raises accuracy, so only the upper side is checked: 216
+    # windows from 5 test clips put chance-level runs up to 0.05 below chance.
+    assert runs["single frame"]["video_top1"] <= chance + 0.06, runs
+    assert runs["single frame"]["linear_phi_top1"] <= chance + 0.06, runs
 
 
 @pytest.mark.slow
