@@ -15,7 +15,6 @@ default) or `all` (the default); a single step writes that checkpoint alone, to 
 """
 
 import argparse
-import json
 import os
 import shutil
 import sys
@@ -27,6 +26,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np
 import tensorflow as tf
 
+from vdim_tf import finetune, loop
 from vdim_tf.models.encoder import get_preset
 from vdim_tf.models.vdim import VDIM
 
@@ -35,16 +35,9 @@ COPIED = (CONFIG_FILE, "training_time.json")
 
 
 def kept_checkpoints(run):
-    """{step: prefix} of the checkpoints listed in `run/checkpoints` that exist on disk."""
-    state = tf.train.get_checkpoint_state(os.path.join(run, "checkpoints"))
-    prefixes = [] if state is None else list(state.all_model_checkpoint_paths)
-    found = {}
-    for prefix in prefixes:
-        if not os.path.isabs(prefix):
-            prefix = os.path.join(run, "checkpoints", prefix)
-        if tf.io.gfile.exists(prefix + ".index"):
-            found[int(prefix.rsplit("-", 1)[1])] = prefix
-    return dict(sorted(found.items()))
+    """{step: prefix} of the run's listed checkpoints that exist on disk (`loop`'s own listing)."""
+    return dict(sorted((int(p.rsplit("-", 1)[1]), p) for p in loop._checkpoints_newest_first(run)
+                       if tf.io.gfile.exists(p + ".index")))
 
 
 def average(run, out, steps=None):
@@ -54,28 +47,22 @@ def average(run, out, steps=None):
     that is not a pretraining run, a step it has no checkpoint of, or an `out` that holds
     checkpoints already.
     """
-    config_path = os.path.join(run, CONFIG_FILE)
-    if not os.path.exists(config_path):
-        raise ValueError(f"--run={run}: no {CONFIG_FILE} there; give a pretraining run folder")
-    with open(config_path) as f:
-        saved = json.load(f)
-    if saved.get("kind", "pretrain") != "pretrain" or "model" not in saved:
-        raise ValueError(f"--run={run}: {config_path} is not a VDIM pretraining run")
+    try:  # fine-tuning's reading of a pretrained run: its config.json and a checkpoint, or one line why not
+        model_config, _ = finetune._read_pretrained(run, note_version=False)
+    except finetune.PretrainedError as e:
+        raise ValueError(str(e).replace("--pretrained=", "--run=", 1)) from None
     kept = kept_checkpoints(run)
-    if not kept:
-        raise ValueError(f"--run={run}: no checkpoint in {os.path.join(run, 'checkpoints')}")
     steps = sorted(kept) if steps is None else sorted(set(steps))
     missing = [s for s in steps if s not in kept]
     if missing:
         raise ValueError(f"--checkpoints: the run has no checkpoint at step(s) {', '.join(map(str, missing))}; "
                          f"it keeps {', '.join(map(str, kept))}")
-    if tf.train.latest_checkpoint(os.path.join(out, "checkpoints")) or os.path.exists(os.path.join(out, CONFIG_FILE)):
+    if loop.latest_checkpoint(out) or os.path.exists(os.path.join(out, CONFIG_FILE)):
         raise ValueError(f"--out={out}: holds a run already; give a new folder")
 
-    model = VDIM(**saved["model"])
-    preset = get_preset(saved["model"]["encoder_preset"])
-    model.build_for(saved.get("views", {}).get("final_length") or preset.frames,
-                    saved.get("augment", {}).get("output_size") or preset.size)
+    model = VDIM(**model_config)
+    preset = get_preset(model_config["encoder_preset"])
+    model.build_for(preset.frames, preset.size)  # as fine-tuning builds it: the weights do not depend on it
     checkpoint = tf.train.Checkpoint(model=model)
     total = None
     for step in steps:
