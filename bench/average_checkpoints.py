@@ -36,7 +36,7 @@ COPIED = (CONFIG_FILE, "training_time.json")
 
 def kept_checkpoints(run):
     """{step: prefix} of the run's listed checkpoints that exist on disk (`loop`'s own listing)."""
-    return dict(sorted((int(p.rsplit("-", 1)[1]), p) for p in loop._checkpoints_newest_first(run)
+    return dict(sorted((int(p.rsplit("-", 1)[1]), p) for p in loop.checkpoints_newest_first(run)
                        if tf.io.gfile.exists(p + ".index")))
 
 
@@ -48,7 +48,7 @@ def average(run, out, steps=None):
     checkpoints already.
     """
     try:  # fine-tuning's reading of a pretrained run: its config.json and a checkpoint, or one line why not
-        model_config, _ = finetune._read_pretrained(run, note_version=False)
+        model_config, _ = finetune.read_pretrained(run, note_version=False)
     except finetune.PretrainedError as e:
         raise ValueError(str(e).replace("--pretrained=", "--run=", 1)) from None
     kept = kept_checkpoints(run)

@@ -215,8 +215,16 @@ def _pretrained_paths(path):
     return config_path, prefix
 
 
-def _read_pretrained(path, note_version=True):
-    """(the `model` section of a pretraining run's config.json, its checkpoint prefix)."""
+def read_pretrained(path, note_version=True):
+    """What a pretraining run recorded: `(the model section of its config.json, its checkpoint prefix)`.
+
+    `path` is a run folder (its newest checkpoint) or one checkpoint's prefix. `note_version`: say
+    when the run was written by another version of vdim_tf.
+
+    Raises:
+      PretrainedError: no checkpoint or config.json there, or not a VDIM pretraining run; the message
+        is one line naming `--pretrained=path`.
+    """
     config_path, prefix = _pretrained_paths(path)
     with open(config_path) as f:
         saved = json.load(f)
@@ -236,7 +244,7 @@ def pretrained_model_settings(path):
     Raises:
       PretrainedError: the path has no checkpoint or config, or is not a pretraining run.
     """
-    model_config, _ = _read_pretrained(path, note_version=False)
+    model_config, _ = read_pretrained(path, note_version=False)
     keys = ("encoder_preset", "embedding_dim", "block_batch_norm")
     return {key: model_config[key] for key in keys if key in model_config}
 
@@ -260,7 +268,7 @@ def load_pretrained(classifier, path):
       PretrainedError: the path has no checkpoint or config, or the run's encoder preset,
         embedding size or heads do not match the classifier.
     """
-    model_config, prefix = _read_pretrained(path)
+    model_config, prefix = read_pretrained(path)
     for key, mine in (("encoder_preset", classifier.encoder_preset), ("embedding_dim", classifier.embedding_dim),
                       ("block_batch_norm", classifier.block_batch_norm)):
         if model_config.get(key) != mine:

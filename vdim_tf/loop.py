@@ -199,8 +199,11 @@ def latest_checkpoint(model_dir):
     return tf.train.latest_checkpoint(os.path.join(model_dir, "checkpoints"))
 
 
-def _checkpoints_newest_first(model_dir):
-    """Prefixes of the checkpoints listed in `model_dir/checkpoints`, the newest first."""
+def checkpoints_newest_first(model_dir):
+    """Prefixes of the checkpoints listed in `model_dir/checkpoints`, the newest first ([] when none).
+
+    Listed means named in the folder's `checkpoint` state file; whether each one still reads back
+    is `restore_newest`'s business."""
     state = tf.train.get_checkpoint_state(os.path.join(model_dir, "checkpoints"))
     if state is None:
         return []
@@ -227,7 +230,7 @@ def restore_newest(checkpoint, model_dir, report=True, partial=False):
       TrainingError: checkpoints are listed but none restores, naming each one's files and error.
     """
     failures = []
-    for prefix in _checkpoints_newest_first(model_dir):
+    for prefix in checkpoints_newest_first(model_dir):
         try:
             status = checkpoint.restore(prefix)
             if partial:
