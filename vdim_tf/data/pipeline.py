@@ -249,7 +249,7 @@ def _finish(dataset, batch_size, drop_remainder, deterministic):
     # No autotuning model thread. Its optimisation period grows to 60 s, and deleting an iterator
     # waits for that thread: the pretraining command, its work done, sometimes waited 57-60 s more
     # when the training loop let go of its iterator (seen in 4 of 12 runs of the CPU recipe;
-    # README, "The CPU recipe"). Without autotuning, AUTOTUNE means one parallel call per core and
+    # docs/recipe_study.md). Without autotuning, AUTOTUNE means one parallel call per core and
     # the prefetch buffer grows by tf.data's own rule; the same clips/s on 2 cores (measured, README).
     options.autotune.enabled = False
     return dataset.with_options(options).prefetch(AUTOTUNE)
