@@ -316,6 +316,35 @@ def test_decoded_cache_stays_off_for_data_larger_than_the_limit(train_glob, tmp_
                               f"{40 * 64 * 64 * 3 / 2**20:.1f} MiB in the first 1 videos)"), message
 
 
+def test_decoded_cache_stays_off_when_it_would_leave_too_little_memory(train_glob, tmp_path, monkeypatch):
+    config = small_config(train_glob, tmp_path / "run", decoded_cache_gib=1.0)
+    files = pipeline.list_files(train_glob)
+    decoded = 8 * 40 * 64 * 64 * 3  # 3.75 MiB: well inside the limit
+    # The memory available leaves the headroom, but not the headroom and the frames.
+    monkeypatch.setattr(trainer, "available_memory_bytes", lambda: trainer.CACHE_HEADROOM_BYTES + decoded // 2)
+
+    videos, message = trainer.decoded_cache_plan(config, files)
+
+    assert videos == 0
+    assert message == ("decoded cache: off (3.8 MiB of decoded frames would leave less than 2.00 GiB of the "
+                       f"{(trainer.CACHE_HEADROOM_BYTES + decoded // 2) / 2**30:.2f} GiB of memory available); "
+                       "decoding every epoch")
+    # Enough for both: cached. Several workers: the limit alone decides (they must agree).
+    monkeypatch.setattr(trainer, "available_memory_bytes", lambda: trainer.CACHE_HEADROOM_BYTES + decoded)
+    assert trainer.decoded_cache_plan(config, files)[0] == 8
+    monkeypatch.setattr(trainer, "available_memory_bytes", lambda: 0)
+    assert trainer.decoded_cache_plan(config, files, workers=2)[0] == 8
+    assert trainer.decoded_cache_plan(config, files)[0] == 0
+
+
+def test_available_memory_is_read_from_the_system():
+    available = trainer.available_memory_bytes()
+    # This machine's MemAvailable (Linux); a number of bytes between 64 MiB and 64 TiB.
+    assert available is None or 2**26 < available < 2**46
+    if os.path.exists("/proc/meminfo"):
+        assert available is not None
+
+
 def test_batch_that_does_not_divide_across_replicas_fails(train_glob, tmp_path):
     # conftest.py gives this process two logical CPUs, so `mirrored` has two replicas.
     config = small_config(train_glob, tmp_path / "run", strategy="mirrored", batch_size=3)

@@ -204,8 +204,35 @@ def _size(nbytes):
     return f"{nbytes / 2**30:.2f} GiB" if nbytes >= 2**30 else f"{nbytes / 2**20:.1f} MiB"
 
 
-def decoded_cache_plan(config, files):
+# Memory the cache must leave free for the rest of the process (TensorFlow, the model, the input
+# pipeline's buffers: the CPU recipe's pretraining peaked at 1.3 GiB besides its cache).
+CACHE_HEADROOM_BYTES = 2 * 2**30
+
+
+def available_memory_bytes():
+    """Memory the system can give this process now without swapping (Linux's MemAvailable), or None
+    where it cannot be read (then only `--decoded_cache_gib` limits the cache)."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def decoded_cache_plan(config, files, workers=1):
     """Whether to keep the decoded videos in memory (`--decoded_cache_gib`), and the line that says so.
+
+    The cache is kept when the decoded frames fit in `--decoded_cache_gib` and leave
+    `CACHE_HEADROOM_BYTES` of the memory available at start free, so a limit set for a large
+    machine does not exhaust a small one. With several `workers` only the limit decides: every
+    worker must build the same pipeline (the cache changes the order of the clips), and each one's
+    free memory is its own.
 
     Returns:
       `(videos, message)`: the number of videos to cache and shuffle over, or 0 for no cache;
@@ -223,6 +250,10 @@ def decoded_cache_plan(config, files):
     if not complete:
         return 0, (f"decoded cache: off (the decoded frames exceed --decoded_cache_gib={config.decoded_cache_gib:g}: "
                    f"{_size(nbytes)} in the first {videos} videos); decoding every epoch")
+    available = available_memory_bytes() if workers == 1 else None
+    if available is not None and nbytes + CACHE_HEADROOM_BYTES > available:
+        return 0, (f"decoded cache: off ({_size(nbytes)} of decoded frames would leave less than "
+                   f"{_size(CACHE_HEADROOM_BYTES)} of the {_size(available)} of memory available); decoding every epoch")
     return videos, (f"decoded cache: {videos} videos, {_size(nbytes)} decoded once in the first epoch "
                     "and kept in memory (--decoded_cache_gib)")
 
@@ -270,7 +301,7 @@ def _pretrain(config, files, strategy, progress):
         # matches a one-process run on the same global batch.
         keras.utils.set_random_seed(config.seed)
     model, optimizer, schedule = build_model(config, strategy)
-    cached_videos, message = decoded_cache_plan(config, files)
+    cached_videos, message = decoded_cache_plan(config, files, loop.num_workers(strategy))
     if message:
         print(message, flush=True)
 
