@@ -337,12 +337,40 @@ def test_decoded_cache_stays_off_when_it_would_leave_too_little_memory(train_glo
     assert trainer.decoded_cache_plan(config, files)[0] == 0
 
 
-def test_available_memory_is_read_from_the_system():
+def test_available_memory_is_read_from_the_system(monkeypatch):
+    monkeypatch.setattr(trainer, "_cgroup_memory_left", lambda: None)
     available = trainer.available_memory_bytes()
     # This machine's MemAvailable (Linux); a number of bytes between 64 MiB and 64 TiB.
     assert available is None or 2**26 < available < 2**46
     if os.path.exists("/proc/meminfo"):
         assert available is not None
+        # A container's limit lowers it, never raises it.
+        monkeypatch.setattr(trainer, "_cgroup_memory_left", lambda: 2**27)
+        assert trainer.available_memory_bytes() == 2**27
+        monkeypatch.setattr(trainer, "_cgroup_memory_left", lambda: 2**50)
+        assert 2**26 < trainer.available_memory_bytes() < 2**46  # MemAvailable again, not the 2**50
+
+
+def test_container_memory_limit_is_read_from_cgroup_v2_and_v1(tmp_path):
+    v2 = tmp_path / "v2"
+    v2.mkdir()
+    (v2 / "memory.max").write_text(f"{4 * 2**30}\n")
+    (v2 / "memory.current").write_text(f"{3 * 2**30}\n")
+    (v2 / "memory.stat").write_text(f"anon 100\ninactive_file {2**29}\nactive_file 7\n")
+    # Left: limit - usage + reclaimable file cache.
+    assert trainer._cgroup_memory_left(str(v2)) == 2**30 + 2**29
+    (v2 / "memory.max").write_text("max\n")  # no limit
+    assert trainer._cgroup_memory_left(str(v2)) is None
+
+    v1 = tmp_path / "v1"
+    (v1 / "memory").mkdir(parents=True)
+    (v1 / "memory" / "memory.limit_in_bytes").write_text(f"{2 * 2**30}\n")
+    (v1 / "memory" / "memory.usage_in_bytes").write_text(f"{3 * 2**30}\n")
+    (v1 / "memory" / "memory.stat").write_text("cache 9\ntotal_inactive_file 0\n")
+    assert trainer._cgroup_memory_left(str(v1)) == 0  # over the limit: nothing left, never negative
+    (v1 / "memory" / "memory.limit_in_bytes").write_text("9223372036854771712\n")  # v1's "no limit"
+    assert trainer._cgroup_memory_left(str(v1)) is None
+    assert trainer._cgroup_memory_left(str(tmp_path / "absent")) is None
 
 
 def test_batch_that_does_not_divide_across_replicas_fails(train_glob, tmp_path):

@@ -209,20 +209,59 @@ def _size(nbytes):
 CACHE_HEADROOM_BYTES = 2 * 2**30
 
 
+def _read_number(path):
+    try:
+        with open(path) as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):  # absent, or cgroup v2's "max" (no limit)
+        return None
+
+
+def _cgroup_memory_left(root="/sys/fs/cgroup"):
+    """Memory left under this process's cgroup limit (a container's: Docker, Kubernetes), counting
+    reclaimable file cache as free as `docker stats` does; None where no limit is set or readable.
+    Reads cgroup v2 (`memory.max`) or, failing that, v1 (`memory/memory.limit_in_bytes`)."""
+    for limit_file, usage_file, stat_file in (("memory.max", "memory.current", "memory.stat"),
+                                              ("memory/memory.limit_in_bytes", "memory/memory.usage_in_bytes",
+                                               "memory/memory.stat")):
+        limit = _read_number(os.path.join(root, limit_file))
+        usage = _read_number(os.path.join(root, usage_file))
+        if limit is None or usage is None or limit >= 2**60:  # v1 writes ~2^63 for no limit
+            continue
+        inactive_file = 0
+        try:
+            with open(os.path.join(root, stat_file)) as f:
+                stats = dict(line.split()[:2] for line in f if len(line.split()) >= 2)
+            inactive_file = int(stats.get("total_inactive_file", stats.get("inactive_file", 0)))
+        except (OSError, ValueError):
+            pass
+        return max(0, limit - usage + inactive_file)
+    return None
+
+
 def available_memory_bytes():
-    """Memory the system can give this process now without swapping (Linux's MemAvailable), or None
-    where it cannot be read (then only `--decoded_cache_gib` limits the cache)."""
+    """Memory the system can give this process now without swapping: Linux's MemAvailable (or the
+    free pages where /proc/meminfo cannot be read), and no more than what is left under a
+    container's memory limit; None where none of it can be read (then only `--decoded_cache_gib`
+    limits the cache)."""
+    available = None
     try:
         with open("/proc/meminfo") as f:
             for line in f:
                 if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
+                    available = int(line.split()[1]) * 1024
+                    break
     except (OSError, ValueError, IndexError):
         pass
-    try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (AttributeError, ValueError, OSError):
-        return None
+    if available is None:
+        try:
+            available = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        except (AttributeError, ValueError, OSError):
+            pass
+    left = _cgroup_memory_left()
+    if left is None:
+        return available
+    return left if available is None else min(available, left)
 
 
 def decoded_cache_plan(config, files, workers=1):
