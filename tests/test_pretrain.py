@@ -352,25 +352,70 @@ def test_available_memory_is_read_from_the_system(monkeypatch):
 
 
 def test_container_memory_limit_is_read_from_cgroup_v2_and_v1(tmp_path):
+    at_root = tmp_path / "proc_cgroup_root"  # a container's view: its own cgroup is the mount's root
+    at_root.write_text("0::/\n")
     v2 = tmp_path / "v2"
     v2.mkdir()
     (v2 / "memory.max").write_text(f"{4 * 2**30}\n")
     (v2 / "memory.current").write_text(f"{3 * 2**30}\n")
     (v2 / "memory.stat").write_text(f"anon 100\ninactive_file {2**29}\nactive_file 7\n")
     # Left: limit - usage + reclaimable file cache.
-    assert trainer._cgroup_memory_left(str(v2)) == 2**30 + 2**29
+    assert trainer._cgroup_memory_left(str(v2), str(at_root)) == 2**30 + 2**29
     (v2 / "memory.max").write_text("max\n")  # no limit
-    assert trainer._cgroup_memory_left(str(v2)) is None
+    assert trainer._cgroup_memory_left(str(v2), str(at_root)) is None
 
     v1 = tmp_path / "v1"
     (v1 / "memory").mkdir(parents=True)
     (v1 / "memory" / "memory.limit_in_bytes").write_text(f"{2 * 2**30}\n")
     (v1 / "memory" / "memory.usage_in_bytes").write_text(f"{3 * 2**30}\n")
     (v1 / "memory" / "memory.stat").write_text("cache 9\ntotal_inactive_file 0\n")
-    assert trainer._cgroup_memory_left(str(v1)) == 0  # over the limit: nothing left, never negative
+    v1_root = tmp_path / "proc_cgroup_v1"
+    v1_root.write_text("4:memory:/\n0::/\n")
+    assert trainer._cgroup_memory_left(str(v1), str(v1_root)) == 0  # over the limit: nothing left, never negative
     (v1 / "memory" / "memory.limit_in_bytes").write_text("9223372036854771712\n")  # v1's "no limit"
-    assert trainer._cgroup_memory_left(str(v1)) is None
-    assert trainer._cgroup_memory_left(str(tmp_path / "absent")) is None
+    assert trainer._cgroup_memory_left(str(v1), str(v1_root)) is None
+    assert trainer._cgroup_memory_left(str(tmp_path / "absent"), str(at_root)) is None
+    assert trainer._cgroup_memory_left(str(v1), str(tmp_path / "no_proc_file")) is None
+
+
+def _write_cgroup_v2(directory, limit, usage):
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "memory.max").write_text(f"{limit}\n")
+    (directory / "memory.current").write_text(f"{usage}\n")
+    (directory / "memory.stat").write_text("inactive_file 0\n")
+
+
+def test_memory_limit_of_a_cgroup_above_the_process_is_read(tmp_path):
+    # A batch job's limit (Slurm, systemd) sits a few levels above the task the process runs in.
+    root = tmp_path / "cgroup"
+    job = root / "system.slice" / "slurmstepd.scope" / "job_7"
+    task = job / "step_0" / "user" / "task_0"
+    _write_cgroup_v2(root, "max", 50 * 2**30)  # the host: no limit
+    _write_cgroup_v2(job, 8 * 2**30, 5 * 2**30)  # the job's limit: 3 GiB left
+    _write_cgroup_v2(task, "max", 2**30)
+    proc = tmp_path / "proc_cgroup"
+    proc.write_text("0::/system.slice/slurmstepd.scope/job_7/step_0/user/task_0\n")
+    assert trainer._cgroup_memory_left(str(root), str(proc)) == 3 * 2**30
+    # The least left wins, wherever it is on the way up.
+    _write_cgroup_v2(task, 2**31, 2**30)
+    assert trainer._cgroup_memory_left(str(root), str(proc)) == 2**30
+    # A path that is not under the mount (a container that shows the host's path and mounts its
+    # own cgroup at the root): only the root is read.
+    proc.write_text("0::/docker/0123abcd\n")
+    _write_cgroup_v2(root, 6 * 2**30, 2**30)
+    assert trainer._cgroup_memory_left(str(root), str(proc)) == 5 * 2**30
+    # cgroup v1 (a hybrid host): the memory controller's own hierarchy, named on its line.
+    v1 = tmp_path / "v1" / "memory"
+    group = v1 / "slurm" / "uid_1000" / "job_7"
+    for directory, limit, usage in ((v1, 9223372036854771712, 2**34), (group, 4 * 2**30, 2**30),
+                                    (group / "step_batch", 9223372036854771712, 2**30)):
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / "memory.limit_in_bytes").write_text(f"{limit}\n")
+        (directory / "memory.usage_in_bytes").write_text(f"{usage}\n")
+        (directory / "memory.stat").write_text(f"total_inactive_file {2**29}\n")
+    proc.write_text("9:cpu,cpuacct:/slurm/uid_1000/job_7/step_batch\n"
+                    "4:memory:/slurm/uid_1000/job_7/step_batch\n0::/\n")
+    assert trainer._cgroup_memory_left(str(tmp_path / "v1"), str(proc)) == 3 * 2**30 + 2**29
 
 
 def test_batch_that_does_not_divide_across_replicas_fails(train_glob, tmp_path):

@@ -217,25 +217,73 @@ def _read_number(path):
         return None
 
 
-def _cgroup_memory_left(root="/sys/fs/cgroup"):
-    """Memory left under this process's cgroup limit (a container's: Docker, Kubernetes), counting
-    reclaimable file cache as free as `docker stats` does; None where no limit is set or readable.
-    Reads cgroup v2 (`memory.max`) or, failing that, v1 (`memory/memory.limit_in_bytes`)."""
-    for limit_file, usage_file, stat_file in (("memory.max", "memory.current", "memory.stat"),
-                                              ("memory/memory.limit_in_bytes", "memory/memory.usage_in_bytes",
-                                               "memory/memory.stat")):
-        limit = _read_number(os.path.join(root, limit_file))
-        usage = _read_number(os.path.join(root, usage_file))
-        if limit is None or usage is None or limit >= 2**60:  # v1 writes ~2^63 for no limit
-            continue
-        inactive_file = 0
-        try:
-            with open(os.path.join(root, stat_file)) as f:
-                stats = dict(line.split()[:2] for line in f if len(line.split()) >= 2)
-            inactive_file = int(stats.get("total_inactive_file", stats.get("inactive_file", 0)))
-        except (OSError, ValueError):
-            pass
-        return max(0, limit - usage + inactive_file)
+def _cgroup_paths(proc_cgroup):
+    """This process's cgroup paths from `/proc/self/cgroup`: `(v2_path, v1_memory_path)`, each None
+    where the file does not name one."""
+    v2 = v1 = None
+    try:
+        with open(proc_cgroup) as f:
+            for line in f:
+                parts = line.rstrip("\n").split(":", 2)
+                if len(parts) != 3:
+                    continue
+                if parts[0] == "0" and parts[1] == "":
+                    v2 = parts[2]
+                elif "memory" in parts[1].split(","):
+                    v1 = parts[2]
+    except OSError:
+        pass
+    return v2, v1
+
+
+def _cgroup_chain(base, path):
+    """The cgroup folders from this process's own (`base` + `path`) up to `base`, own first. Where
+    the own folder is not under `base` (a container that mounts its own cgroup at the root but
+    shows the host's path), only `base`."""
+    chain = []
+    if path and path != "/":
+        own = os.path.normpath(os.path.join(base, path.lstrip("/")))
+        if os.path.isdir(own) and own.startswith(os.path.normpath(base) + os.sep):
+            while own != os.path.normpath(base):
+                chain.append(own)
+                own = os.path.dirname(own)
+    return chain + [base]
+
+
+def _cgroup_level_left(directory, limit_file, usage_file, stat_file):
+    """Memory left under one cgroup folder's limit, reclaimable file cache counted free; None
+    where it sets no limit or cannot be read."""
+    limit = _read_number(os.path.join(directory, limit_file))
+    usage = _read_number(os.path.join(directory, usage_file))
+    if limit is None or usage is None or limit >= 2**60:  # v1 writes ~2^63 for no limit
+        return None
+    inactive_file = 0
+    try:
+        with open(os.path.join(directory, stat_file)) as f:
+            stats = dict(line.split()[:2] for line in f if len(line.split()) >= 2)
+        inactive_file = int(stats.get("total_inactive_file", stats.get("inactive_file", 0)))
+    except (OSError, ValueError):
+        pass
+    return max(0, limit - usage + inactive_file)
+
+
+def _cgroup_memory_left(root="/sys/fs/cgroup", proc_cgroup="/proc/self/cgroup"):
+    """Memory left under this process's cgroup limits, counting reclaimable file cache as free as
+    `docker stats` does; None where no limit is set or readable.
+
+    A limit can sit on this process's own cgroup or on any above it: a container's at the root of
+    its cgroup mount (Docker, Kubernetes), a batch job's a few levels up from the step or task the
+    process runs in (Slurm, systemd). Every level from the process's own cgroup (named in
+    `/proc/self/cgroup`) up to the mount's root is read, and the least left wins. Reads cgroup v2
+    (`memory.max`) or, failing that, v1 (`memory/.../memory.limit_in_bytes`)."""
+    v2_path, v1_path = _cgroup_paths(proc_cgroup)
+    for base, path, names in ((root, v2_path, ("memory.max", "memory.current", "memory.stat")),
+                              (os.path.join(root, "memory"), v1_path,
+                               ("memory.limit_in_bytes", "memory.usage_in_bytes", "memory.stat"))):
+        lefts = [left for left in (_cgroup_level_left(d, *names) for d in _cgroup_chain(base, path))
+                 if left is not None]
+        if lefts:
+            return min(lefts)
     return None
 
 

@@ -33,7 +33,7 @@ flags.DEFINE_float("decoded_cache_gib", 0, "Keep the decoded frames of every tra
                    "start): each frame is decoded once, in the first epoch, instead of every time a window "
                    "takes it; the videos are then shuffled all together every epoch. Larger datasets, and "
                    "frames that would leave less than 2 GiB of the memory available at start (MemAvailable or a "
-                   "container's cgroup limit; one worker), are "
+                   "cgroup memory limit of a container or batch job; one worker), are "
                    "decoded every epoch, as with 0. Not with --data_service_address. Default: 0 (off; ours: the "
                    "CPU recipe, configs/demo_pretrain.cfg, sets 8).")
 # --help lists the main module's key flags: make the shared ones (defined in flags.py) ours.
