@@ -89,11 +89,45 @@ def test_frames_that_are_not_jpeg_are_refused(tmp_path):
 
 def test_glob_matching_a_folder_is_refused_naming_it(tmp_path):
     write_videos(tmp_path / "train-00000-of-00001.tfrecord")
-    (tmp_path / ".done").mkdir()  # prepare's sidecar folder; TensorFlow's glob matches hidden names
+    (tmp_path / "old").mkdir()
 
-    with pytest.raises(ValueError, match=rf"train_data='.*/\*' matches the folder\(s\) {tmp_path / '.done'}"):
+    with pytest.raises(ValueError, match=rf"train_data='.*/\*' matches the folder\(s\) {tmp_path / 'old'}"):
         pipeline.list_files(str(tmp_path / "*"), name="train_data")
     assert pipeline.list_files(str(tmp_path / "*.tfrecord")) == [str(tmp_path / "train-00000-of-00001.tfrecord")]
+
+
+def test_wildcards_leave_out_hidden_names_as_the_shell_does(tmp_path, monkeypatch):
+    shard = tmp_path / "train" / "train-00000-of-00001.tfrecord"
+    (tmp_path / "train" / ".done").mkdir(parents=True)
+    write_videos(shard)  # prepare's sidecar folder, which TensorFlow's glob matches
+    (tmp_path / "train" / ".done" / "train-00000-of-00001.json").write_text("{}")
+    write_videos(tmp_path / "train" / ".partial.tfrecord")
+    assert tf.io.gfile.isdir(str(tmp_path / "train" / ".done"))
+    assert pipeline.list_files(str(tmp_path / "train" / "*")) == [str(shard)]
+    assert pipeline.list_files(str(tmp_path / "*" / "*.tfrecord")) == [str(shard)]
+    # Named explicitly, a hidden name is read; relative patterns behave alike.
+    assert pipeline.list_files(str(tmp_path / "train" / ".p*")) == [str(tmp_path / "train" / ".partial.tfrecord")]
+    monkeypatch.chdir(tmp_path)
+    assert pipeline.list_files("train/*") == ["train/train-00000-of-00001.tfrecord"]
+    (tmp_path / ".cache").mkdir()
+    write_videos(tmp_path / ".cache" / "train-00000-of-00001.tfrecord")
+    assert pipeline.list_files(".cache/*.tfrecord") == [".cache/train-00000-of-00001.tfrecord"]
+    with pytest.raises(FileNotFoundError, match=r"no TFRecord files match"):
+        pipeline.list_files("?cache/train-00000-of-00001.tfrecord")  # a wildcard, as in the shell
+
+
+def test_videos_shorter_than_an_example_are_counted_before_training(tmp_path):
+    files = [write_videos(tmp_path / "a.tfrecord", count=3, frames=2),
+             write_videos(tmp_path / "b.tfrecord", count=2, frames=40)]
+
+    assert pipeline.short_videos_note(files, 32) == (
+        "short videos: 3 of the 5 videos have fewer than the 32 frames an example spans (shortest: 2); "
+        "their windows are filled by repeating the last frame, so those examples end on a still frame")
+    assert pipeline.short_videos_note(files, 2) is None  # every video is long enough: nothing to say
+    assert pipeline.short_videos_note(files[1:], 41).startswith("short videos: 2 of the 2 videos have fewer ")
+    assert pipeline.short_videos_note(files, 32, max_records=2).startswith("short videos: 2 of the 2 videos read ")
+    damaged = write_blobs(tmp_path / "c.tfrecord", 2)  # not videos: training names the file, not this note
+    assert pipeline.short_videos_note([damaged], 32) is None
 
 
 def test_no_match_shows_the_absolute_path_looked_for(tmp_path, monkeypatch):

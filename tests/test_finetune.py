@@ -91,6 +91,16 @@ def test_frozen_encoder_probe_trains_only_the_classifier(tiny_synthetic, pretrai
         assert not np.allclose(before, after), "the classifier did not train"
 
 
+def test_videos_shorter_than_the_views_are_named_at_start(tiny_synthetic, tmp_path, capsys):
+    # K = 3 views of 16 frames span 48 frames; the videos have 40.
+    config = _finetune_config(tiny_synthetic, tmp_path / "run", train_steps=1, classifier=finetune.ClassifierConfig(
+        encoder_preset="cpu", embedding_dim=32, num_views=3, hidden_units=32))
+
+    assert finetune.finetune(config, progress=False)["step"] == 1
+    assert ("short videos: 8 of the 8 videos have fewer than the 48 frames an example spans (shortest: 40)"
+            in capsys.readouterr().out)
+
+
 def test_rerun_with_more_steps_resumes_the_same_run(tiny_synthetic, tmp_path, capsys):
     config = _finetune_config(tiny_synthetic, tmp_path / "run")
     assert finetune.finetune(config, progress=False)["step"] == 2

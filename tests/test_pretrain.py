@@ -24,6 +24,7 @@ import tensorflow as tf
 
 from vdim_tf import loop, trainer
 from vdim_tf.data import pipeline, records
+from vdim_tf.data import views as views_lib
 from vdim_tf.data.synthetic import SyntheticConfig, generate_synthetic_dataset
 from vdim_tf.launch import pretrain as launcher
 
@@ -256,8 +257,8 @@ def spoil(folder, case):
         (folder / "train-00001-of-00002.tfrecord").write_bytes(data[:len(data) - 1000])
         return f"{folder / 'train-00001-of-00002.tfrecord'}: truncated: record 7 at byte"
     if case == "folder":
-        (folder / ".done").mkdir()
-        return f"matches the folder(s) {folder / '.done'}, not only TFRecord files"
+        (folder / "old").mkdir()
+        return f"matches the folder(s) {folder / 'old'}, not only TFRecord files"
     if case == "damaged record":  # passes the checks before training: only its checksum is wrong
         data = bytearray(shard.read_bytes())
         data[records.record_offsets(str(shard))[3] + 100] ^= 0xFF
@@ -300,10 +301,22 @@ def test_decoded_cache_trains_from_frames_decoded_once_and_says_so(train_glob, t
 
     # 8 videos of 40 frames of 64x64 (the synthetic dataset's frame size).
     expected = f"decoded cache: 8 videos, {8 * 40 * 64 * 64 * 3 / 2**20:.1f} MiB decoded once"
-    assert expected in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert expected in out
+    assert "short videos" not in out  # 40 frames: longer than the 32 an example spans
     assert result["step"] == 3 and latest_step(config.model_dir) == 3
     # The run's image strips of the two views are written from the cached pipeline too.
     assert {"views/clip0_view1", "views/clip0_view2"} <= set(summary_tags(config.model_dir, "images"))
+
+
+def test_videos_shorter_than_an_example_are_named_at_start(train_glob, tmp_path, capsys):
+    # View 2 at a third of the frame rate: an example spans 48 frames, the videos have 40.
+    config = small_config(train_glob, tmp_path / "run", train_steps=1,
+                          views=views_lib.ViewConfig.two_views(16, factor2=3))
+
+    assert trainer.pretrain(config, progress=False)["step"] == 1
+    assert ("short videos: 8 of the 8 videos have fewer than the 48 frames an example spans (shortest: 40)"
+            in capsys.readouterr().out)
 
 
 def test_decoded_cache_stays_off_for_data_larger_than_the_limit(train_glob, tmp_path):

@@ -392,6 +392,9 @@ def _finetune(config, record, files, strategy, progress):
         print(f"initialised encoder and φ_{model.global_layer} from {prefix}")
     elif fresh:
         print("no --pretrained: encoder initialised at random (the baseline)")
+    note = pipeline.short_videos_note(files, config.views.window_length)
+    if note:
+        print(note, flush=True)
 
     views = config.views
 

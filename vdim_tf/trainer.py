@@ -389,8 +389,9 @@ def _pretrain(config, files, strategy, progress):
         keras.utils.set_random_seed(config.seed)
     model, optimizer, schedule = build_model(config, strategy)
     cached_videos, message = decoded_cache_plan(config, files, loop.num_workers(strategy))
-    if message:
-        print(message, flush=True)
+    for line in (message, pipeline.short_videos_note(files, config.views.window_length)):
+        if line:
+            print(line, flush=True)
 
     def make_dataset(start):
         # A resumed run reseeds the input pipeline from its step so it does not replay the same clips.

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 
+import numpy as np
 import tensorflow as tf
 
 from vdim_tf.data import augment as augment_lib
@@ -41,16 +42,28 @@ def absolute(path):
     return path if "://" in path else os.path.abspath(path)
 
 
+def _hidden_by_wildcard(pattern, path):
+    """Whether a wildcard of `pattern` matched a hidden name (one starting with ".") in `path`,
+    which the shell's glob never does: TensorFlow's glob would let `train/*` match prepare's
+    `train/.done/` sidecar folder."""
+    # Compared from the end: a wildcard never spans a "/", and TensorFlow may prefix "./".
+    return any(got.startswith(".") and not wanted.startswith(".") and any(c in wanted for c in "*?[")
+               for wanted, got in zip(reversed(pattern.split("/")), reversed(path.split("/"))))
+
+
 def list_files(file_pattern, name="file_pattern"):
     """Files matching a glob (or a list of globs), sorted; `name` is the setting messages name.
 
+    As in the shell, a wildcard does not match a name starting with "." (so `train/*` leaves out
+    prepare's hidden `train/.done/` folder); name such a file or folder explicitly to read it.
+
     Raises:
       FileNotFoundError: naming the pattern and its absolute form, when nothing matches.
-      ValueError: naming the folders, when it matches folders (`train/*` matches prepare's
-        `train/.done/`: TensorFlow's glob, unlike the shell's, matches hidden names).
+      ValueError: naming the folders, when it matches folders.
     """
     patterns = [file_pattern] if isinstance(file_pattern, (str, bytes)) else list(file_pattern)
-    files = sorted({f for p in patterns for f in tf.io.gfile.glob(p)})
+    patterns = [os.fsdecode(p) for p in patterns]
+    files = sorted({f for p in patterns for f in tf.io.gfile.glob(p) if not _hidden_by_wildcard(p, f)})
     if not files:
         looked = ", ".join(absolute(os.fsdecode(p)) for p in patterns)
         raise FileNotFoundError(f"no TFRecord files match {name}={file_pattern!r} (looked for {looked})")
@@ -215,6 +228,33 @@ def decoded_size(files, limit_bytes):
     except (tf.errors.DataLossError, tf.errors.InvalidArgumentError, tf.errors.OutOfRangeError):
         return None
     return total, videos, True
+
+
+SHORT_VIDEO_SCAN_RECORDS = 5000
+
+
+def short_videos_note(files, window_length, max_records=SHORT_VIDEO_SCAN_RECORDS):
+    """The line that says how many training videos are shorter than the window an example spans,
+    or None when none is (or a record cannot be read: training will name it).
+
+    Such a video's window is filled by repeating its last frame (`views.clamp_indices`), so its
+    examples end on a still picture: worth knowing before a long run, never an error. Reads the
+    frame lists of the first `max_records` records (their frames are not decoded).
+    """
+    dataset = (tf.data.TFRecordDataset(files).take(max_records)
+               .map(lambda s: parse(s)["num_frames"], num_parallel_calls=AUTOTUNE).batch(1024))
+    try:
+        counts = np.concatenate([c for c in dataset.as_numpy_iterator()] or [np.zeros([0], np.int64)])
+    except (tf.errors.DataLossError, tf.errors.InvalidArgumentError, tf.errors.OutOfRangeError):
+        return None
+    short = counts[counts < window_length]
+    if not short.size:
+        return None
+    read = f"{len(counts)} videos read" if len(counts) >= max_records else f"{len(counts)} videos"
+    verb = "has" if short.size == 1 else "have"
+    return (f"short videos: {short.size} of the {read} {verb} fewer than the {window_length} frames an example "
+            f"spans (shortest: {short.min()}); their windows are filled by repeating "
+            "the last frame, so those examples end on a still frame")
 
 
 def decode(example):
