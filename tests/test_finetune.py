@@ -259,6 +259,15 @@ def test_labels_file_with_fewer_labels_than_the_data_is_refused_at_start_up(tiny
     assert not (tmp_path / "run").exists()
 
 
+def test_records_without_labels_are_refused_saying_they_are_for_pretraining(tiny_synthetic, tmp_path):
+    # `prepare --dataset=folder` on a folder without class folders writes an empty labels.txt.
+    with pytest.raises(ValueError, match=r"need at least 2 classes, the labels file lists \[\] \(records prepared "
+                                         r"from a folder with no class folders are unlabelled: for pretraining only"):
+        _finetune_config(tiny_synthetic, tmp_path / "run", label_names=[]).validate()
+    with pytest.raises(ValueError, match=r"lists \['walk'\]$"):
+        _finetune_config(tiny_synthetic, tmp_path / "run", label_names=["walk"]).validate()
+
+
 def test_labels_in_another_order_than_the_records_are_refused(tiny_synthetic, tmp_path):
     names = finetune.read_labels(str(tiny_synthetic / "labels.txt"))
     config = _finetune_config(tiny_synthetic, tmp_path / "run", label_names=names[::-1])

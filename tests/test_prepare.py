@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from vdim_tf.data import decode, listing, prepare, records, shards, synthetic
+from vdim_tf.data import augment, decode, listing, pipeline, prepare, records, shards, synthetic, views
 from vdim_tf.launch import prepare as prepare_cli
 
 SHORT_SIDE = 64
@@ -347,11 +347,8 @@ def test_hmdb51_official_split_files_must_be_well_formed_and_complete(cli_flags,
 # --- a folder where nothing can be written -----------------------------------------------------
 
 
-@pytest.mark.parametrize("layout, found", [
-    ([], "no video file in a <class>/ subfolder"),
-    (["a.mp4", "b.avi", "notes.txt"], "2 video\\(s\\) directly in it, none in a <class>/ subfolder"),
-])
-def test_folder_without_class_folders_exits_1_naming_the_expected_layout(cli_flags, tmp_path, capsys, layout, found):
+@pytest.mark.parametrize("layout", [[], ["notes.txt", ".hidden.mp4"]])
+def test_folder_without_videos_exits_1_naming_the_expected_layout(cli_flags, tmp_path, capsys, layout):
     videos = tmp_path / "videos"
     videos.mkdir()
     for name in layout:
@@ -362,9 +359,56 @@ def test_folder_without_class_folders_exits_1_naming_the_expected_layout(cli_fla
         prepare_cli.main(argv)
     assert exit_info.value.code == 1
     (line,) = capsys.readouterr().err.splitlines()
-    assert re.fullmatch(rf"prepare: error: --video_dir={re.escape(str(videos))}: {found}; the folder dataset "
-                        r"expects video_dir/<class>/<video> \(e\.g\. .*\), labels from the class folder names", line)
+    assert re.fullmatch(rf"prepare: error: --video_dir={re.escape(str(videos))}: no video file in it or in a "
+                        r"<class>/ subfolder; the folder dataset expects video_dir/<class>/<video> \(e\.g\. .*\), "
+                        r"labels from the class folder names, or unlabelled videos directly in video_dir", line)
     assert not (tmp_path / "out").exists()
+
+
+def test_folder_of_unlabelled_videos_is_written_for_pretraining(tmp_path):
+    videos = tmp_path / "videos"
+    write_tiny_video(videos / "b.mp4")
+    write_tiny_video(videos / "a.mkv")
+    (videos / "notes.txt").write_text("not a video")
+    (videos / "empty_class").mkdir()
+    output = tmp_path / "out"
+    report = prepare.prepare_dataset(prepare.PrepareConfig(
+        "folder", str(videos), str(output), split_name="unlabelled", workers=1, progress=False))
+
+    assert report.labels == [] and (output / "labels.txt").read_text() == ""
+    assert report.splits["unlabelled"].unlabelled and report.splits["unlabelled"].written == 2
+    assert "written without labels (label -1): for pretraining" in report.summary()
+    written = read_records(output / "unlabelled")
+    assert sorted((r["filename"], r["label"], r["label_text"]) for r in written) == [("a.mkv", -1, ""), ("b.mp4", -1, "")]
+    # The records train as any others: the pretraining pipeline reads them (labels unused).
+    files = pipeline.training_files(str(output / "unlabelled" / "*"), "train_data")
+    dataset = pipeline.pretrain_dataset(files, views.ViewConfig.two_views(4), augment.AugmentConfig(output_size=32),
+                                        batch_size=2, seed=0)
+    batch = next(iter(dataset))
+    assert batch["view1"].shape[:2] == (2, 4)
+
+
+def test_folder_videos_outside_class_folders_are_left_out_and_reported(tmp_path):
+    videos = tmp_path / "videos"
+    write_tiny_video(videos / "walk" / "w1.mp4")
+    write_tiny_video(videos / "run" / "r1.mp4")
+    write_tiny_video(videos / "stray.mp4")
+    output = tmp_path / "out"
+    report = prepare.prepare_dataset(prepare.PrepareConfig("folder", str(videos), str(output), workers=1,
+                                                           progress=False))
+
+    assert report.splits["train"].written == 2 and report.splits["train"].left_out == ["stray.mp4"]
+    assert ("LEFT OUT train: 1 video(s) directly in the folder, outside every class folder, so without a label: "
+            "stray.mp4") in report.summary()
+    assert json.loads((output / "report.json").read_text())["splits"]["train"]["left_out"] == ["stray.mp4"]
+    # An unlabelled split may join the labelled one in the same output_dir: labels.txt stays.
+    unlabelled = tmp_path / "unlabelled"
+    write_tiny_video(unlabelled / "u1.mp4")
+    prepare.prepare_dataset(prepare.PrepareConfig("folder", str(unlabelled), str(output), split_name="extra",
+                                                  workers=1, progress=False))
+    assert (output / "labels.txt").read_text() == "run\nwalk\n"
+    assert [r["label"] for r in read_records(output / "extra")] == [-1]
+    assert set(json.loads((output / "report.json").read_text())["splits"]) == {"train", "extra"}
 
 
 @pytest.mark.parametrize("dataset", ["folder", "synthetic"])

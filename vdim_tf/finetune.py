@@ -96,7 +96,9 @@ class FinetuneConfig:
         if self.batch_size < 1:
             raise ValueError(f"batch_size={self.batch_size}: must be >= 1")
         if self.num_classes < 2:
-            raise ValueError(f"need at least 2 classes, the labels file lists {list(self.label_names)}")
+            unlabelled = (" (records prepared from a folder with no class folders are unlabelled: for pretraining "
+                          "only; fine-tuning needs video_dir/<class>/<video>)" if not self.label_names else "")
+            raise ValueError(f"need at least 2 classes, the labels file lists {list(self.label_names)}{unlabelled}")
         if not 1 <= self.classifier.num_views <= 8:
             raise ValueError(f"num_views={self.classifier.num_views}: paper uses 1 to 4")
         if self.precision not in PRECISIONS:

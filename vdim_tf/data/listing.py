@@ -297,6 +297,11 @@ def list_splits(config):
         label_of = {name: i for i, name in enumerate(class_names)}
         listed[config.split_name] = [(p, p, label_of[p.split("/")[0]], p.split("/")[0])
                                      for p in index.paths if "/" in p and p.split("/")[0] in label_of]
+        if not listed[config.split_name]:
+            # No class folder holds a video: the videos directly in video_dir, unlabelled (for
+            # pretraining, which reads no label), with label -1 as Kinetics' unlabelled rows.
+            class_names = []
+            listed[config.split_name] = [(p, p, -1, "") for p in index.paths if "/" not in p]
     splits = {}
     for split, items in listed.items():
         entries = {found: VideoEntry(found, label, text) for _, found, label, text in items if found is not None}

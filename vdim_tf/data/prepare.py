@@ -16,7 +16,9 @@ Supported datasets (`PrepareConfig.dataset`; the layouts are described in `listi
   (as the Kinetics downloaders name them) or `<youtube_id>.*`. Labels are the sorted class names;
   rows without a label (the test split) get label -1.
 - `folder`: `video_dir/<class>/<video>`; labels 0..C-1 in sorted class-name order; written as the
-  one split `split_name`. A folder with no video in a class folder is refused.
+  one split `split_name`. Videos directly in `video_dir` beside class folders are left out (the
+  report counts them); when no class folder holds a video, the videos directly in `video_dir` are
+  written unlabelled (label -1, no class names: for pretraining). A folder with no video is refused.
 
 Output:
 
@@ -164,6 +166,8 @@ class SplitReport:
     shards: list = dataclasses.field(default_factory=list)
     shards_reused: int = 0
     missing_examples: list = dataclasses.field(default_factory=list)
+    unlabelled: bool = False
+    left_out: list = dataclasses.field(default_factory=list)  # videos outside every class folder
 
 
 @dataclasses.dataclass
@@ -204,6 +208,13 @@ class PrepareReport:
                       len(s.shards), s.shards_reused)
             lines.append(f"  {name:<{width}} " + " ".join(f"{c:>8}" for c in counts))
         for name, s in self.splits.items():
+            if s.unlabelled:
+                lines.append(f"  {name}: no class folders, so the videos directly in the folder were written "
+                             "without labels (label -1): for pretraining; fine-tuning needs video_dir/<class>/<video>")
+            if s.left_out:
+                shown = ", ".join(s.left_out[:5]) + (", ..." if len(s.left_out) > 5 else "")
+                lines.append(f"  LEFT OUT {name}: {len(s.left_out)} video(s) directly in the folder, outside every "
+                             f"class folder, so without a label: {shown}")
             lines += [f"  SKIPPED {name} {item['path']}: {item['reason']}" for item in s.skipped]
             lines += [f"  partial {name} {item['path']}: {item['reason']}" for item in s.partial]
         if self.num_skipped:
@@ -248,7 +259,7 @@ def prepare_dataset(config):
       A `PrepareReport`, also saved as `{output_dir}/report.json`.
 
     Raises:
-      ConfigError: a `folder` video_dir with no video in a class folder.
+      ConfigError: a `folder` video_dir with no video, in a class folder or directly in it.
       ValueError: malformed split or annotation files, or an output_dir holding another dataset.
       concurrent.futures.process.BrokenProcessPool: a worker process died (e.g. a crash inside
         FFmpeg); finished shards are kept and a re-run resumes.
@@ -257,12 +268,17 @@ def prepare_dataset(config):
     class_names, listings = listing.list_splits(config)
     if config.dataset == "folder":
         _check_folder_listing(config.video_dir, listings[config.split_name])
-    _check_labels(config.output_dir, class_names)
+    labels_path = os.path.join(config.output_dir, "labels.txt")
+    # An unlabelled folder split may join labelled splits in one output_dir: their labels stay.
+    keep_labels = config.dataset == "folder" and not class_names and os.path.exists(labels_path)
+    if not keep_labels:
+        _check_labels(config.output_dir, class_names)
     os.makedirs(config.output_dir, exist_ok=True)
-    shards.write_atomically(
-        os.path.join(config.output_dir, "labels.txt"),
-        lambda temp: pathlib.Path(temp).write_text("".join(f"{name}\n" for name in class_names), encoding="utf-8"),
-    )
+    if not keep_labels:
+        shards.write_atomically(
+            labels_path,
+            lambda temp: pathlib.Path(temp).write_text("".join(f"{name}\n" for name in class_names), encoding="utf-8"),
+        )
     report = PrepareReport(config.dataset, config.video_dir, config.output_dir, class_names,
                            shards.shard_settings(config), {})
     todo = []
@@ -272,6 +288,9 @@ def prepare_dataset(config):
             missing=len(videos.missing),
             missing_examples=list(videos.missing[:10]),
         )
+        if config.dataset == "folder":
+            split.unlabelled = not class_names
+            split.left_out = [] if split.unlabelled else _loose_videos(config.video_dir)
         tasks = shards.plan_shards(videos, config)
         split_dir = os.path.join(config.output_dir, name)
         os.makedirs(os.path.join(split_dir, shards.DONE_DIR), exist_ok=True)
@@ -299,15 +318,19 @@ def prepare_dataset(config):
     return report
 
 
+def _loose_videos(video_dir):
+    """The video files directly in `video_dir` (not in a class folder), sorted."""
+    return sorted(name for name in os.listdir(video_dir) if not name.startswith(".")
+                  and os.path.splitext(name)[1].lower() in listing.VIDEO_EXTENSIONS)
+
+
 def _check_folder_listing(video_dir, videos):
-    """Refuses a `folder` dataset in which no video sits in a class folder (nothing to write)."""
+    """Refuses a `folder` dataset with no video, in a class folder or directly in it (nothing to write)."""
     if videos.entries:
         return
-    loose = [name for name in os.listdir(video_dir) if os.path.splitext(name)[1].lower() in listing.VIDEO_EXTENSIONS]
-    found = (f"{len(loose)} video(s) directly in it, none in a <class>/ subfolder" if loose
-             else "no video file in a <class>/ subfolder")
-    raise ConfigError("video_dir", video_dir, f"{found}; the folder dataset expects video_dir/<class>/<video> "
-                      f"(e.g. {os.path.join(video_dir, 'walk', 'clip1.mp4')}), labels from the class folder names")
+    raise ConfigError("video_dir", video_dir, "no video file in it or in a <class>/ subfolder; the folder dataset "
+                      f"expects video_dir/<class>/<video> (e.g. {os.path.join(video_dir, 'walk', 'clip1.mp4')}), "
+                      "labels from the class folder names, or unlabelled videos directly in video_dir")
 
 
 def _add_result(split, result):
