@@ -10,6 +10,11 @@ Real data (see `vdim_tf/data/listing.py` for the layouts each dataset expects):
         --annotations=kinetics600/annotations --output_dir=records/k600 --fps=25
     python -m vdim_tf.launch.prepare --dataset=folder --video_dir=my_videos/train \\
         --split_name=train --output_dir=records/mine
+    python -m vdim_tf.launch.prepare --dataset=folder --video_dir=my_unlabelled_videos \\
+        --split_name=unlabelled --output_dir=records/mine
+
+`folder` reads `video_dir/<class>/<video>`, labels from the sorted class names; a folder with no
+class folders, its videos directly in it, is written without labels (label -1), for pretraining.
 
 Synthetic data (classes that differ only by motion; see `vdim_tf/data/synthetic.py`):
 
@@ -20,7 +25,7 @@ Output: `{output_dir}/{split}/{split}-NNNNN-of-NNNNN.tfrecord`, `{output_dir}/la
 
 Exit status: 0 when every listed file on disk was written; 2 when some files were skipped as
 unreadable (they are listed in the summary and in report.json); 1 for a bad flag value (including
-an --output_dir that is a file, and a folder dataset with no video in a <class>/ subfolder) or a
+an --output_dir that is a file, and a folder dataset with no video in it or in a <class>/ subfolder) or a
 malformed split/annotation file.
 """
 
