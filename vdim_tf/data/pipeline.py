@@ -237,7 +237,7 @@ def short_videos_note(files, window_length, max_records=SHORT_VIDEO_SCAN_RECORDS
     """The line that says how many training videos are shorter than the window an example spans,
     or None when none is (or a record cannot be read: training will name it).
 
-    Such a video's window is filled by repeating its last frame (`views.clamp_indices`), so its
+    Such a video's window is filled by repeating its last frame (`views.view_indices`), so its
     examples end on a still picture: worth knowing before a long run, never an error. Reads the
     frame lists of the first `max_records` records (their frames are not decoded).
     """
